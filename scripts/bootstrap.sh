@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what `make test` needs on a fresh Debian machine: the FUSE 3 runtime and headers
+# (pyfuse3 ships only an sdist, so it compiles), a C compiler and Python headers, venv support.
+# Idempotent: installs nothing when everything is already present.
+set -euo pipefail
+
+need=()
+for pkg in fuse3 libfuse3-dev pkg-config; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || need+=(python3-dev)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+
+if ((${#need[@]})); then
+    echo "bootstrap: installing ${need[*]}" >&2
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "bootstrap: need root to apt-get install ${need[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}"
+fi
