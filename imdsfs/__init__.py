@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._cache import CachedValue, MetadataCache
+from ._client import ClientConfig, ImdsClient, ImdsResponse, TokenManager, resolve_endpoint
 from ._errors import (
     ConfigError,
     DeadlineExceeded,
@@ -13,18 +15,27 @@ from ._errors import (
     TokenError,
     Unavailable,
 )
+from ._ttl import TtlPolicy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CachedValue",
+    "ClientConfig",
     "ConfigError",
     "DeadlineExceeded",
     "Forbidden",
+    "ImdsClient",
     "ImdsError",
+    "ImdsResponse",
+    "MetadataCache",
     "NotFound",
     "ResponseTooLarge",
     "Throttled",
     "TokenError",
+    "TokenManager",
+    "TtlPolicy",
     "Unavailable",
     "__version__",
+    "resolve_endpoint",
 ]

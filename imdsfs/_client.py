@@ -1,0 +1,556 @@
+"""The HTTP client for IMDS: tokens, retries, deadlines, and status codes turned into exceptions.
+
+Three layers, each small enough to reason about on its own:
+
+- ``_Transport`` sends one request: it bounds concurrency (IMDS drops packets past 1024 per
+  second per interface), bounds body size while streaming, and maps httpx's exceptions to
+  ours in one function, ``_map_httpx_exceptions``.
+- ``TokenManager`` owns the IMDSv2 token: one PUT serves every concurrent caller, the token is
+  refreshed a little before it expires, and a 401 drops it. ``SingleFlight``, which makes
+  concurrent callers share one request, serves the cache too.
+- ``ImdsClient.get`` is one metadata read: path check, deadline, retries with jittered backoff,
+  and the status code mapped to the ``imdsfs._errors`` hierarchy.
+
+Everything that reads time uses ``trio.current_time()`` so tests can drive it with a MockClock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import email.utils
+import logging
+import math
+import os
+import random
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Generic, Self, TypeVar
+
+import httpx
+import trio
+
+from ._errors import (
+    ConfigError,
+    DeadlineExceeded,
+    Forbidden,
+    ImdsError,
+    NotFound,
+    ResponseTooLarge,
+    Throttled,
+    TokenError,
+    Unavailable,
+)
+
+__all__ = [
+    "ClientConfig",
+    "ImdsClient",
+    "ImdsResponse",
+    "SingleFlight",
+    "TokenManager",
+    "resolve_endpoint",
+]
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
+ENDPOINT_MODE_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"
+V1_DISABLED_ENV = "AWS_EC2_METADATA_V1_DISABLED"
+ENDPOINTS = {"ipv4": "http://169.254.169.254", "ipv6": "http://[fd00:ec2::254]"}
+
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
+TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+MAX_TOKEN_TTL = 21600
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+
+_NO_TOKEN_ANSWER = (
+    "the IMDSv2 token request (PUT /latest/api/token) got no answer. The usual cause is the "
+    "hop limit: from a container the answer needs one more hop, so set "
+    "HttpPutResponseHopLimit >= 2 (aws ec2 modify-instance-metadata-options "
+    "--instance-id <id> --http-put-response-hop-limit 2). Otherwise this host is not on EC2 "
+    "or the endpoint is wrong."
+)
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything that shapes how the client talks to IMDS; validated on construction."""
+
+    endpoint: str | None = None  # flag value; None: environment, then endpoint_mode
+    endpoint_mode: str | None = None  # "IPv4" | "IPv6"; None: environment, then IPv4
+    token_ttl: int = MAX_TOKEN_TTL
+    allow_imdsv1: bool = False  # and only if AWS_EC2_METADATA_V1_DISABLED is not true
+    connect_timeout: float = 1.0
+    read_timeout: float = 2.0
+    deadline: float = 5.0  # one get(), retries and token included
+    max_attempts: int = 4
+    backoff_base: float = 0.05
+    backoff_max: float = 1.0
+    max_body: int = 1 << 20
+    max_concurrency: int = 8  # requests in flight at once, token PUTs included
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.token_ttl <= MAX_TOKEN_TTL:
+            raise ConfigError(f"token_ttl must be 1..{MAX_TOKEN_TTL} seconds")
+        for name in ("connect_timeout", "read_timeout", "deadline"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number of seconds")
+        for name in ("backoff_base", "backoff_max"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a number of seconds >= 0")
+        for name in ("max_attempts", "max_body", "max_concurrency"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+
+
+def resolve_endpoint(config: ClientConfig, environ: Mapping[str, str]) -> str:
+    """The base URL: the flag, else ``AWS_EC2_METADATA_SERVICE_ENDPOINT``, else by mode."""
+    if config.endpoint is not None:
+        return _check_endpoint(config.endpoint)
+    if environ.get(ENDPOINT_ENV):  # an empty variable counts as unset, as in the AWS SDKs
+        return _check_endpoint(environ[ENDPOINT_ENV])
+    mode = config.endpoint_mode or environ.get(ENDPOINT_MODE_ENV) or "IPv4"
+    try:
+        return ENDPOINTS[mode.lower()]
+    except KeyError:
+        raise ConfigError(f"endpoint mode must be IPv4 or IPv6, not {mode!r}") from None
+
+
+def _check_endpoint(raw: str) -> str:
+    try:
+        url = httpx.URL(raw)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"bad IMDS endpoint {raw!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"bad IMDS endpoint {raw!r}: need http://host[:port]")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ConfigError(f"bad IMDS endpoint {raw!r}: port out of range")
+    if url.query or url.fragment:
+        raise ConfigError(f"bad IMDS endpoint {raw!r}: no query or fragment allowed")
+    return raw.rstrip("/")
+
+
+def _v1_refusal(config: ClientConfig, environ: Mapping[str, str]) -> str | None:
+    """Why the IMDSv1 fallback is off, or None when it is on."""
+    if not config.allow_imdsv1:
+        return "the IMDSv1 fallback is not enabled (allow_imdsv1)"
+    if environ.get(V1_DISABLED_ENV, "").strip().lower() == "true":
+        return f"{V1_DISABLED_ENV}=true forbids the IMDSv1 fallback"
+    return None
+
+
+# Path segments come from IMDS listings; none legitimately holds these. Refusing them keeps a
+# path from escaping /latest/ or growing a query, and "%" from smuggling either in encoded.
+_BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f?#%\\]")
+
+
+def check_path(path: str) -> None:
+    """Refuse a path that is not a plain IMDS path relative to ``/latest/``."""
+    segments = path.removesuffix("/").split("/") if path else []
+    if _BAD_PATH_CHARS.search(path) or any(s in ("", ".", "..") for s in segments):
+        raise ConfigError(f"invalid IMDS path {path!r}")
+
+
+# -- single flight -------------------------------------------------------------------------
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class _Call(Generic[T]):
+    done: trio.Event = field(default_factory=trio.Event)
+    result: tuple[T] | None = None
+    error: Exception | None = None
+
+
+class SingleFlight(Generic[K, T]):
+    """Concurrent calls for one key share one execution and its result or exception.
+
+    The first caller runs the function in its own task; the others wait. If that caller is
+    cancelled, the waiters do not inherit the cancellation: one of them runs the function anew.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[K, _Call[T]] = {}
+
+    async def run(self, key: K, fn: Callable[[], Awaitable[T]]) -> T:
+        while (call := self._calls.get(key)) is not None:
+            await call.done.wait()
+            if call.result is not None:
+                return call.result[0]
+            if call.error is not None:
+                raise call.error
+        return await self._lead(key, fn)
+
+    async def _lead(self, key: K, fn: Callable[[], Awaitable[T]]) -> T:
+        call: _Call[T] = _Call()
+        self._calls[key] = call
+        try:
+            value = await fn()
+        except Exception as exc:
+            call.error = exc
+            raise
+        finally:
+            del self._calls[key]
+            call.done.set()
+        call.result = (value,)
+        return value
+
+
+# -- transport -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    received_at: float
+
+
+@contextlib.contextmanager
+def _map_httpx_exceptions(method: str, url: str, *, token_request: bool) -> Iterator[None]:
+    """The one place where httpx's exceptions become ours."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        if token_request:  # IMDS never stalls a PUT; an unanswered one is the hop limit
+            raise TokenError(_NO_TOKEN_ANSWER) from exc
+        raise Unavailable(f"{method} {url}: {type(exc).__name__} (timed out)") from exc
+    except httpx.TransportError as exc:
+        raise Unavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+
+
+class _Transport:
+    """Sends requests, at most ``max_concurrency`` at once, counting them in ``stats``."""
+
+    def __init__(self, config: ClientConfig, stats: Counter[str]) -> None:
+        self._http = httpx.AsyncClient(
+            trust_env=False,  # IMDS must never go through HTTP_PROXY (nor read .netrc)
+            follow_redirects=False,
+            timeout=httpx.Timeout(
+                connect=config.connect_timeout,
+                read=config.read_timeout,
+                write=config.read_timeout,
+                pool=config.connect_timeout,
+            ),
+            limits=httpx.Limits(
+                max_connections=config.max_concurrency,
+                max_keepalive_connections=config.max_concurrency,
+            ),
+            headers={"User-Agent": "imdsfs", "Accept-Encoding": "identity"},
+        )
+        self._limiter = trio.CapacityLimiter(config.max_concurrency)
+        self._max_body = config.max_body
+        self._stats = stats
+
+    async def request(
+        self, method: str, url: str, headers: Mapping[str, str], *, token_request: bool = False
+    ) -> _Reply:
+        async with self._limiter:
+            self._stats["requests"] += 1
+            self._stats["in_flight"] += 1
+            self._stats["max_in_flight"] = max(
+                self._stats["max_in_flight"], self._stats["in_flight"]
+            )
+            try:
+                with _map_httpx_exceptions(method, url, token_request=token_request):
+                    async with self._http.stream(method, url, headers=headers) as response:
+                        body = await _read_bounded(response, self._max_body)
+            finally:
+                self._stats["in_flight"] -= 1
+        log.debug("%s %s -> %d (%d bytes)", method, url, response.status_code, len(body))
+        return _Reply(response.status_code, response.headers, body, trio.current_time())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """The raw body (no decoding: the bytes are the file), refused as soon as it passes limit."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ResponseTooLarge(f"{response.url}: {declared} bytes, more than the {limit} allowed")
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) > limit:
+            raise ResponseTooLarge(f"{response.url}: body exceeds the {limit} bytes allowed")
+    return bytes(body)
+
+
+# -- tokens --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: str = field(repr=False)  # never in a log line or a traceback's locals repr
+    refresh_at: float
+
+
+class TokenManager:
+    """Owns the IMDSv2 token. One PUT serves every concurrent caller.
+
+    The token is renewed once less than ``max(1 s, 10% of its TTL)`` remains (at most half the
+    TTL, so a 1 s token is not renewed on every call); expiry is counted from when the PUT was
+    sent, so clock skew against IMDS only ever makes us renew early.
+    """
+
+    def __init__(
+        self,
+        transport: _Transport,
+        endpoint: str,
+        *,
+        ttl: int,
+        v1_refusal: str | None,
+        stats: Counter[str],
+    ) -> None:
+        self._transport = transport
+        self._url = f"{endpoint}/latest/api/token"
+        self._ttl = ttl
+        self._v1_refusal = v1_refusal  # None: falling back to IMDSv1 is allowed
+        self._stats = stats
+        self._token: _Token | None = None
+        self._v1 = False
+        self._flight: SingleFlight[str, str | None] = SingleFlight()
+
+    async def get(self) -> str | None:
+        """A valid token, or None when IMDSv2 is unavailable and the IMDSv1 fallback is on."""
+        if self._v1:
+            return None
+        token = self._token
+        if token is not None and trio.current_time() < token.refresh_at:
+            return token.value
+        return await self._flight.run("token", self._renew)
+
+    def invalidate(self, token: str | None) -> None:
+        """Forget ``token`` after IMDS answered 401 to it; a newer token is kept.
+
+        ``None`` (a tokenless IMDSv1 request got 401) ends the IMDSv1 fallback: IMDSv2 is
+        required now, so the next ``get()`` asks for a token again.
+        """
+        if token is None:
+            self._v1 = False
+        elif self._token is not None and self._token.value == token:
+            self._token = None
+
+    async def _renew(self) -> str | None:
+        sent_at = trio.current_time()
+        self._stats["token_puts"] += 1
+        reply = await self._transport.request(
+            "PUT", self._url, {TOKEN_TTL_HEADER: str(self._ttl)}, token_request=True
+        )
+        if reply.status == 200:
+            token = self._issued(reply, sent_at)
+            self._token = token
+            return token.value
+        if reply.status in (403, 404, 405):  # what the AWS SDKs read as "no IMDSv2 here"
+            self._fall_back_to_v1(reply.status)
+            return None
+        raise _token_status_error(reply.status)
+
+    def _issued(self, reply: _Reply, sent_at: float) -> _Token:
+        value = reply.body.decode("latin-1")
+        if not _TOKEN_CHARS.fullmatch(value):  # it goes into a header verbatim
+            raise TokenError("IMDS answered the token request with an unusable token")
+        granted = reply.headers.get(TOKEN_TTL_HEADER, "")
+        ttl = min(self._ttl, int(granted)) if granted.isdigit() and int(granted) > 0 else self._ttl
+        margin = min(max(1.0, ttl / 10), ttl / 2)
+        log.debug("IMDSv2 token obtained, valid for %d s", ttl)
+        return _Token(value, refresh_at=sent_at + ttl - margin)
+
+    def _fall_back_to_v1(self, status: int) -> None:
+        if self._v1_refusal is not None:
+            raise TokenError(
+                f"IMDSv2 is unavailable (the token request got HTTP {status}) "
+                f"and {self._v1_refusal}"
+            )
+        log.warning("IMDSv2 unavailable (token request got HTTP %d); using IMDSv1", status)
+        self._v1 = True
+
+
+def _token_status_error(status: int) -> ImdsError:
+    if status == 400:
+        return TokenError("IMDS rejected the token request as malformed (HTTP 400)")
+    if status in (429, 503):
+        return Throttled(f"token request throttled (HTTP {status})")
+    return Unavailable(f"token request failed (HTTP {status})")
+
+
+# -- the client ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImdsResponse:
+    """One successful read: the exact bytes IMDS sent for ``path``."""
+
+    path: str  # relative to /latest/, as requested: "meta-data/placement/", "user-data"
+    body: bytes
+    fetched_at: float  # trio.current_time() when received
+    last_modified: float | None  # epoch seconds from Last-Modified; None if absent or bad
+
+
+_RETRYABLE = frozenset({429, 500, 502, 503, 504})
+_ERROR_KEYS: dict[type[ImdsError], str] = {
+    NotFound: "errors.not_found",
+    Forbidden: "errors.forbidden",
+    Throttled: "errors.throttled",
+    Unavailable: "errors.unavailable",
+    DeadlineExceeded: "errors.deadline_exceeded",
+    TokenError: "errors.token",
+    ResponseTooLarge: "errors.response_too_large",
+    ConfigError: "errors.config",
+}
+_STAT_KEYS = ("calls", "requests", "token_puts", "retries", "in_flight", "max_in_flight")
+
+
+class ImdsClient:
+    """Reads IMDS paths relative to ``/latest/``; see ``get`` for what each outcome raises."""
+
+    def __init__(
+        self, config: ClientConfig = ClientConfig(), *, environ: Mapping[str, str] | None = None
+    ) -> None:
+        environ = os.environ if environ is None else environ
+        self.config = config
+        self.endpoint = resolve_endpoint(config, environ)
+        self._stats: Counter[str] = Counter()
+        self._transport = _Transport(config, self._stats)
+        self.tokens = TokenManager(
+            self._transport,
+            self.endpoint,
+            ttl=config.token_ttl,
+            v1_refusal=_v1_refusal(config, environ),
+            stats=self._stats,
+        )
+        self._random = random.Random()
+
+    async def get(self, path: str) -> ImdsResponse:
+        """GET ``/latest/{path}``.
+
+        200 → the response. 404 → NotFound, at once. 401 → a fresh token and one more try,
+        then Forbidden. 403 → Forbidden. 429/503 → retried (honouring Retry-After), then
+        Throttled. Other 5xx and connection failures → retried, then Unavailable. All of it
+        within ``config.deadline`` → else DeadlineExceeded.
+        """
+        self._stats["calls"] += 1
+        try:
+            check_path(path)
+            with trio.fail_after(self.config.deadline):
+                return await self._get_with_retries(path)
+        except trio.TooSlowError:
+            self._stats[_ERROR_KEYS[DeadlineExceeded]] += 1
+            raise DeadlineExceeded(
+                f"{path}: no answer within the {self.config.deadline} s deadline"
+            ) from None
+        except ImdsError as exc:
+            self._stats[_ERROR_KEYS.get(type(exc), "errors.other")] += 1
+            raise
+
+    async def _get_with_retries(self, path: str) -> ImdsResponse:
+        url = f"{self.endpoint}/latest/{path}"
+        deadline_at = trio.current_time() + self.config.deadline
+        attempt = 0
+        reauthorized = False
+        while True:
+            retry_after: float | None = None
+            token = None
+            try:
+                token = await self.tokens.get()
+                headers = {TOKEN_HEADER: token} if token is not None else {}
+                reply = await self._transport.request("GET", url, headers)
+            except (Unavailable, Throttled) as exc:  # transient, whether on the PUT or the GET
+                error: ImdsError = exc
+            else:
+                if reply.status == 200:
+                    return _response(path, reply)
+                if reply.status == 401 and not reauthorized:
+                    reauthorized = True  # the token expired or was revoked: one fresh try
+                    self.tokens.invalidate(token)
+                    self._stats["retries"] += 1
+                    continue
+                error = _status_error(path, reply.status)
+                if reply.status not in _RETRYABLE:
+                    raise error
+                retry_after = _retry_after(reply.headers)
+            attempt += 1
+            delay = max(self._backoff(attempt), retry_after or 0.0)
+            if attempt >= self.config.max_attempts or trio.current_time() + delay >= deadline_at:
+                raise error  # the real cause says more than a deadline would
+            self._stats["retries"] += 1
+            log.debug("%s: %s; retry %d in %.3f s", path, error, attempt, delay)
+            await trio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, so concurrent retries spread out."""
+        cap = min(self.config.backoff_max, self.config.backoff_base * 2 ** (attempt - 1))
+        return self._random.uniform(0, cap)
+
+    def statistics(self) -> dict[str, int]:
+        """Counters: calls, requests, token_puts, retries, in_flight, max_in_flight, errors.*"""
+        keys = (*_STAT_KEYS, *_ERROR_KEYS.values())
+        return {**dict.fromkeys(keys, 0), **self._stats}
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _response(path: str, reply: _Reply) -> ImdsResponse:
+    return ImdsResponse(
+        path=path,
+        body=reply.body,
+        fetched_at=reply.received_at,
+        last_modified=_http_date(reply.headers.get("Last-Modified")),
+    )
+
+
+def _status_error(path: str, status: int) -> ImdsError:
+    if status == 404:
+        return NotFound(path)
+    if status == 401:
+        return Forbidden(f"{path}: HTTP 401 even with a fresh IMDSv2 token")
+    if status == 403:
+        return Forbidden(f"{path}: HTTP 403 (IMDS disabled, or the request was refused)")
+    if status in (429, 503):
+        return Throttled(f"{path}: throttled (HTTP {status})")
+    return Unavailable(f"{path}: HTTP {status}")
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Retry-After in seconds; the HTTP-date form is ignored (IMDS sends seconds if anything)."""
+    try:
+        seconds = float(headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322, not local time
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()

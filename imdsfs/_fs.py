@@ -1,0 +1,265 @@
+"""The pyfuse3 `Operations`: translation between kernel requests and the `MetadataTree`.
+
+Nothing here speaks HTTP or decides caching policy. Each handler runs under the request
+deadline and maps the one exception hierarchy to errno in `_errno_for`, because any other
+exception escaping a handler tears the whole mount down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from ._errors import Forbidden, ImdsError, NotFound, ResponseTooLarge, Throttled
+from ._tree import MetadataTree, Node, NodeKind, NodeStat
+
+__all__ = ["FsConfig", "ImdsOperations"]
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+@dataclass(frozen=True)
+class FsConfig:
+    """What the kernel-facing side needs to know; policy lives in the tree and cache."""
+
+    deadline: float = 5.0  # seconds any one request may take, retries and all
+    uid: int = 0
+    gid: int = 0
+    secret_mode: int = 0o400  # credential files and user-data, always owned by root
+    max_kernel_timeout: float = 60.0  # cap on entry/attr caching in the kernel
+    negative_timeout: float = 1.0  # how long the kernel remembers "no such name"
+
+
+def _errno_for(exc: ImdsError) -> int:
+    if isinstance(exc, NotFound):
+        return errno.ENOENT
+    if isinstance(exc, Forbidden):
+        return errno.EACCES
+    if isinstance(exc, Throttled):
+        return errno.EAGAIN
+    if isinstance(exc, ResponseTooLarge):
+        return errno.EFBIG
+    return errno.EIO
+
+
+def _handler(
+    method: Callable[Concatenate[ImdsOperations, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[ImdsOperations, P], Coroutine[Any, Any, R]]:
+    """Run a handler under the deadline and let nothing but `FUSEError` out."""
+
+    @functools.wraps(method)
+    async def wrapper(self: ImdsOperations, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            with trio.fail_after(self.config.deadline):
+                return await method(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except NotFound:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except ImdsError as exc:
+            log.warning("%s: %s", method.__name__, exc)
+            raise pyfuse3.FUSEError(_errno_for(exc)) from None
+        except trio.TooSlowError:
+            log.warning(
+                "%s: no answer within the %.1f s deadline", method.__name__, self.config.deadline
+            )
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception:
+            log.exception("%s failed unexpectedly", method.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+async def _read_only(*_args: object, **_kwargs: object) -> NoReturn:
+    raise pyfuse3.FUSEError(errno.EROFS)
+
+
+class ImdsOperations(pyfuse3.Operations):
+    """A read-only view of the metadata tree."""
+
+    supports_dot_lookup = False  # no NFS export
+
+    def __init__(self, tree: MetadataTree, config: FsConfig = FsConfig()) -> None:
+        super().__init__()
+        self.tree = tree
+        self.config = config
+        self._started = time.time()
+        self._handles = itertools.count(1)
+        self._files: dict[int, bytes] = {}
+        self._dirs: dict[int, tuple[Node, list[NodeStat] | None]] = {}
+        self._told_kernel: dict[int, tuple[int, float]] = {}  # inode → (size, mtime) last reported
+
+    # --- names and attributes -------------------------------------------------------------
+
+    @_handler
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self.tree.node(parent_inode)
+        if name in (b".", b".."):
+            inode = parent.inode if name == b"." else parent.parent
+            return self._attributes(await self.tree.stat(self.tree.node(inode)))
+        try:
+            node = await self.tree.child(parent, os.fsdecode(name))
+            return self._attributes(await self.tree.stat(node))
+        except NotFound:
+            return self._negative_entry()
+
+    @_handler
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._attributes(await self.tree.stat(self.tree.node(inode)))
+
+    @_handler
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self.tree.node(inode)
+        if node.target is None:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return os.fsencode(node.target)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        """Inodes are never reused, so there is nothing to free."""
+
+    # --- directories ----------------------------------------------------------------------
+
+    @_handler
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self.tree.node(inode)
+        if node.kind is not NodeKind.DIRECTORY:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        fh = next(self._handles)
+        self._dirs[fh] = (node, None)
+        return fh
+
+    @_handler
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = await self._listing_snapshot(fh)
+        for index in range(start_id, len(entries)):
+            if not pyfuse3.readdir_reply(
+                token,
+                os.fsencode(entries[index].node.name),
+                self._attributes(entries[index]),
+                index + 1,
+            ):
+                break
+
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    async def _listing_snapshot(self, fh: int) -> list[NodeStat]:
+        """Fetched once per open directory, so offsets stay valid while IMDS changes."""
+        node, entries = self._dirs[fh]
+        if entries is None:
+            entries = await self.tree.stat_children(node, deadline=self.config.deadline * 0.8)
+            self._dirs[fh] = (node, entries)
+        return entries
+
+    # --- files ----------------------------------------------------------------------------
+
+    @_handler
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & _WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = self.tree.node(inode)
+        if node.kind is not NodeKind.FILE:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        value = (await self.tree.stat(node)).value
+        assert value is not None  # a file's stat always carries its value
+        unchanged = self._told_kernel.get(inode) == (len(value.body), value.changed_at)
+        if not unchanged:
+            self._refresh_kernel_size(inode)
+        fh = next(self._handles)
+        self._files[fh] = value.body
+        return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged)
+
+    @_handler
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return self._files[fh][off : off + size]
+
+    async def release(self, fh: int) -> None:
+        self._files.pop(fh, None)
+
+    def _refresh_kernel_size(self, inode: int) -> None:
+        """The kernel may hold an older size; make it ask again rather than truncate or pad."""
+        with contextlib.suppress(OSError):  # ENOENT: the kernel holds nothing for this inode
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+
+    # --- the file system as a whole -------------------------------------------------------
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = 4096
+        data.f_namemax = 255
+        data.f_files = sum(1 for _ in self.tree.nodes())
+        return data
+
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        return []
+
+    # Everything that would change the tree: the mount is read-only.
+    setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only
+    write = create = setxattr = removexattr = _read_only
+
+    # --- attributes -----------------------------------------------------------------------
+
+    def _attributes(self, entry: NodeStat) -> pyfuse3.EntryAttributes:
+        node, value = entry.node, entry.value
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = node.inode
+        attrs.st_uid, attrs.st_gid = (0, 0) if node.secret else (self.config.uid, self.config.gid)
+        attrs.st_mode = _mode(node, self.config.secret_mode)
+        attrs.st_nlink = 2 if node.kind is NodeKind.DIRECTORY else 1
+        changed = value.changed_at if value is not None else self._started
+        attrs.st_atime_ns = attrs.st_ctime_ns = attrs.st_mtime_ns = int(changed * 1e9)
+        timeout = self._kernel_timeout(entry)
+        attrs.entry_timeout = attrs.attr_timeout = timeout
+        if node.kind is NodeKind.SYMLINK:
+            attrs.st_size = len(os.fsencode(node.target or ""))
+        elif node.kind is NodeKind.FILE and value is not None:
+            attrs.st_size = len(value.body)
+            attrs.st_blocks = (attrs.st_size + 511) // 512
+            self._told_kernel[node.inode] = (attrs.st_size, value.changed_at)
+        return attrs
+
+    def _kernel_timeout(self, entry: NodeStat) -> float:
+        """As long as the backend would serve the same value, never longer than the cap.
+
+        A file of unknown size gets 0 so the next ``stat`` asks again instead of trusting 0."""
+        if entry.value is None:
+            return 0.0 if entry.node.kind is NodeKind.FILE else 1.0
+        remaining = entry.value.expires_at - trio.current_time()
+        return max(0.0, min(remaining, self.config.max_kernel_timeout))
+
+    def _negative_entry(self) -> pyfuse3.EntryAttributes:
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = 0  # "no such name", remembered by the kernel for entry_timeout
+        attrs.entry_timeout = self.config.negative_timeout
+        return attrs
+
+
+def _mode(node: Node, secret_mode: int) -> int:
+    if node.kind is NodeKind.DIRECTORY:
+        return stat.S_IFDIR | 0o555
+    if node.kind is NodeKind.SYMLINK:
+        return stat.S_IFLNK | 0o777
+    return stat.S_IFREG | (secret_mode if node.secret else 0o444)

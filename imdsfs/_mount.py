@@ -1,0 +1,181 @@
+"""Mount lifecycle: check the mountpoint, daemonize, run pyfuse3 under trio, unmount cleanly.
+
+The order matters and follows what was measured (FUSE-NOTES §1.11, §5.2): fork *before*
+`trio.run` and `pyfuse3.init`, report readiness to the parent through a pipe only once the mount
+exists, turn SIGTERM/SIGINT into `pyfuse3.terminate()` so `close(unmount=True)` always runs, and
+clear a stale mount left by a crash before mounting again.
+"""
+
+from __future__ import annotations
+
+import errno
+import faulthandler
+import logging
+import logging.handlers
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyfuse3
+import trio
+
+from ._cache import MetadataCache
+from ._client import ClientConfig, ImdsClient
+from ._fs import FsConfig, ImdsOperations
+from ._tree import MetadataTree
+from ._ttl import TtlPolicy
+
+__all__ = ["MountError", "MountOptions", "mount"]
+
+log = logging.getLogger(__name__)
+
+_FUSE_DEVICE = "/dev/fuse"
+# What a mount whose daemon died answers: ENOTCONN, or ECONNABORTED right after a SIGKILL.
+_STALE_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
+
+
+class MountError(Exception):
+    """The mount could not be set up; the message is one line a user can act on."""
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    mountpoint: str
+    client: ClientConfig = field(default_factory=ClientConfig)
+    fs: FsConfig = field(default_factory=FsConfig)
+    ttl_rules: tuple[str, ...] = ()
+    stale_bound: float = 300.0
+    allow_other: bool = False
+    foreground: bool = False
+    max_tasks: int = 32  # kernel requests served at once; HTTP is bounded lower, in the client
+
+    def fuse_options(self) -> set[str]:
+        options = {"fsname=imds", "subtype=imdsfs", "ro", "nodev", "nosuid", "noexec"}
+        options |= {"noatime", "default_permissions"}  # the kernel enforces the 0400 secrets
+        if self.allow_other:
+            options.add("allow_other")
+        return options
+
+
+def mount(options: MountOptions) -> int:
+    """Mount and serve until unmounted or signalled; the exit status for the CLI."""
+    mountpoint = os.path.abspath(options.mountpoint)
+    policy = TtlPolicy.from_rules(options.ttl_rules)  # a bad rule fails before anything forks
+    prepare_mountpoint(mountpoint)
+    if options.foreground:
+        _serve(options, mountpoint, policy, ready=lambda: None)
+        return 0
+    return _serve_in_background(options, mountpoint, policy)
+
+
+def prepare_mountpoint(path: str) -> None:
+    """Fail with one clear line, or leave *path* an empty-handed directory ready to mount on."""
+    if not os.path.exists(_FUSE_DEVICE):
+        raise MountError(f"{_FUSE_DEVICE} is missing: load the fuse module (modprobe fuse)")
+    try:
+        os.statvfs(path)  # unlike stat, never answered from the kernel's cache of a dead mount
+    except OSError as exc:
+        if exc.errno not in _STALE_ERRNOS:
+            raise MountError(f"mountpoint {path}: {exc.strerror}") from None
+        _clear_stale_mount(path)
+    if not os.path.isdir(path):
+        raise MountError(f"mountpoint {path} is not a directory")
+    if os.path.ismount(path):
+        raise MountError(f"{path} is already a mountpoint: unmount it first")
+
+
+def _clear_stale_mount(path: str) -> None:
+    """A crashed daemon leaves a mount whose every access fails (`_STALE_ERRNOS`)."""
+    log.warning("clearing a stale mount at %s left by an earlier crash", path)
+    result = subprocess.run(
+        ["fusermount3", "-u", "-z", path], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise MountError(f"cannot clear the stale mount at {path}: {result.stderr.strip()}")
+
+
+def _serve(
+    options: MountOptions, mountpoint: str, policy: TtlPolicy, ready: Callable[[], None]
+) -> None:
+    client = ImdsClient(options.client)
+    cache = MetadataCache(client, policy, stale_bound=options.stale_bound)
+    operations = ImdsOperations(MetadataTree(cache), options.fs)
+    try:
+        pyfuse3.init(operations, mountpoint, options.fuse_options())
+    except RuntimeError:
+        raise MountError(f"cannot mount on {mountpoint} (libfuse said why above)") from None
+    log.info("mounted %s from %s", mountpoint, client.endpoint)
+    faulthandler.register(signal.SIGUSR1)  # dump every thread's stack to debug a hang
+    ready()
+    try:
+        trio.run(_run, client, cache, options.max_tasks)
+    finally:
+        pyfuse3.close(unmount=True)
+        log.info("unmounted %s", mountpoint)
+
+
+async def _run(client: ImdsClient, cache: MetadataCache, max_tasks: int) -> None:
+    async with client, trio.open_nursery() as nursery:
+        nursery.start_soon(_handle_signals, cache)
+        await pyfuse3.main(max_tasks=max_tasks)
+        nursery.cancel_scope.cancel()
+
+
+async def _handle_signals(cache: MetadataCache) -> None:
+    """SIGTERM/SIGINT end the loop so the mount is released; SIGHUP drops the cache."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: dropping cached metadata")
+                cache.invalidate()
+            else:
+                log.info("%s: unmounting", signal.Signals(signum).name)
+                pyfuse3.terminate()
+
+
+def _serve_in_background(options: MountOptions, mountpoint: str, policy: TtlPolicy) -> int:
+    """Fork; the parent returns once the child reports the mount is up (what mount(8) needs)."""
+    read_end, write_end = os.pipe()
+    if os.fork() > 0:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            return 0 if pipe.read(1) == b"1" else 1
+    os.close(read_end)
+    os.setsid()
+    os.chdir("/")
+
+    def ready() -> None:
+        _detach_stdio()  # before answering: whoever started us may wait for our output to end
+        os.write(write_end, b"1")
+        os.close(write_end)
+
+    try:
+        _serve(options, mountpoint, policy, ready)
+    except MountError as exc:
+        log.error("%s", exc)
+        os._exit(1)
+    except BaseException:
+        log.exception("imdsfs stopped on an unexpected error")
+        os._exit(1)
+    os._exit(0)
+
+
+def _detach_stdio() -> None:
+    """Let go of the terminal or pipe we were started from; logs go to syslog from now on."""
+    _log_to_syslog()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _log_to_syslog() -> None:
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    if os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("imdsfs[%(process)d]: %(levelname)s %(message)s"))
+        root.addHandler(handler)

@@ -1,0 +1,24 @@
+"""A faithful local EC2 Instance Metadata Service, for tests and demos.
+
+``Emulator`` serves an ``InstanceDocument`` over real HTTP with the status codes, headers
+and byte-exact bodies of real IMDS (see /work/shared/IMDS.md), plus fault injection,
+scenarios (spot interruption, rebalance, maintenance, credential rotation) and request
+counters. ``imdsfs emulate`` runs it from the command line.
+"""
+
+from __future__ import annotations
+
+from ._document import DocumentError, InstanceDocument, default_document, load_document
+from ._emulator import Emulator
+from ._state import Counters, Faults, ManualClock
+
+__all__ = [
+    "Counters",
+    "DocumentError",
+    "Emulator",
+    "Faults",
+    "InstanceDocument",
+    "ManualClock",
+    "default_document",
+    "load_document",
+]

@@ -1,0 +1,215 @@
+"""``Emulator``: the public handle tests and ``imdsfs emulate`` use to run a fake IMDS.
+
+It owns the pieces (document, tokens, counters, faults, HTTP server) and runs the server on
+a background thread, so synchronous tests, trio tests and the CLI all drive it the same way.
+Every setter is safe to call while requests are in flight and takes effect on the next one.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import get_args
+
+from ._document import InstanceDocument, default_document
+from ._instance import EVENT_CODES, SPOT_ACTIONS, LiveInstance
+from ._protocol import ImdsService, TokenMode
+from ._server import ImdsHttpServer
+from ._state import Counters, Faults, TokenStore
+
+__all__ = ["Emulator"]
+
+
+class Emulator:
+    """A faithful local IMDS over real HTTP, serving one instance document.
+
+    ``with Emulator() as emu:`` (or ``async with``) starts it on a free port of 127.0.0.1;
+    ``emu.url`` is then ``http://127.0.0.1:<port>``. The document is copied: changes made
+    through ``set``/``delete`` and the scenarios never touch the caller's object.
+    """
+
+    def __init__(
+        self,
+        document: InstanceDocument | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tokens: TokenMode = "required",
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        faults: Faults | None = None,
+        seed: int | None = None,
+    ) -> None:
+        _check_token_mode(tokens)
+        self.host = host
+        self.port = port
+        self.counters = Counters()
+        self._clock = clock
+        self._rng = random.Random(seed)
+        # The document's generator is derived from the seed too, but kept apart so that
+        # credential rotation does not shift the fault sequence.
+        document_rng = random.Random(self._rng.getrandbits(64))
+        base = document.copy() if document is not None else default_document()
+        self._instance = LiveInstance(base, clock, document_rng)
+        self._tokens = TokenStore(clock)
+        self._service = ImdsService(
+            self._instance, self._tokens, self.counters, token_mode=tokens, enabled=enabled
+        )
+        self._faults = faults if faults is not None else Faults()
+        self._server: ImdsHttpServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("the emulator is already running")
+        server = ImdsHttpServer((self.host, self.port), self._service, self._faults, self._rng)
+        self.port = server.server_port
+        self._server = server
+        # A short poll interval keeps stop() fast: shutdown() waits for the loop to notice.
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"imds-emulator:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving. Idempotent; stalled and held requests are dropped at once."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.stopping.set()  # wakes every waiting handler, which then closes its socket
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Emulator:
+        # start() only binds a socket and starts a thread: quick enough to call inline.
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- live settings --------------------------------------------------------------------
+
+    @property
+    def tokens(self) -> TokenMode:
+        return self._service.token_mode
+
+    @tokens.setter
+    def tokens(self, mode: TokenMode) -> None:
+        _check_token_mode(mode)
+        self._service.token_mode = mode
+
+    @property
+    def enabled(self) -> bool:
+        return self._service.enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._service.enabled = value
+
+    @property
+    def hop_limit_exceeded(self) -> bool:
+        """When True, token PUTs get no response at all, as when the hop limit is too low."""
+        return self._service.hop_limit_exceeded
+
+    @hop_limit_exceeded.setter
+    def hop_limit_exceeded(self, value: bool) -> None:
+        self._service.hop_limit_exceeded = value
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._faults = faults
+        if self._server is not None:
+            self._server.faults = faults
+
+    @property
+    def rotate_credentials_every(self) -> float | None:
+        return self._instance.rotation_period
+
+    @rotate_credentials_every.setter
+    def rotate_credentials_every(self, period: float | None) -> None:
+        """Rotate all credentials every ``period`` seconds of the emulator clock."""
+        self._instance.set_rotation_period(period)
+
+    # -- the instance ---------------------------------------------------------------------
+
+    def set(self, path: str, value: str | bytes | Mapping[str, object]) -> None:
+        """Create or replace ``/latest/<path>``; a mapping is a subtree, as in the document."""
+        self._instance.set(path, value)
+
+    def delete(self, path: str) -> None:
+        """Remove ``/latest/<path>`` (leaf or directory); KeyError if it does not exist."""
+        self._instance.delete(path)
+
+    def get_bytes(self, path: str) -> bytes:
+        """What a GET of ``/latest/<path>`` returns now, ignoring tokens and faults."""
+        body = self._instance.read(path)
+        if body is None:
+            raise KeyError(path)
+        return body
+
+    def revoke_tokens(self) -> None:
+        """Every token issued so far gets 401 from now on."""
+        self._tokens.revoke_all()
+
+    def rotate_credentials(self) -> None:
+        self._instance.rotate_credentials()
+
+    def schedule_spot_interruption(self, after: float = 0.0, action: str = "terminate") -> None:
+        """After ``after`` seconds: ``spot/instance-action`` and ``spot/termination-time``."""
+        _check_choice("action", action, SPOT_ACTIONS)
+        self._instance.schedule(after, lambda: self._instance.spot_interruption(action))
+
+    def schedule_rebalance(self, after: float = 0.0) -> None:
+        """After ``after`` seconds: ``events/recommendations/rebalance``."""
+        self._instance.schedule(after, self._instance.rebalance)
+
+    def schedule_maintenance_event(self, after: float = 0.0, code: str = "system-reboot") -> None:
+        """After ``after`` seconds: one active event in ``events/maintenance/scheduled``."""
+        _check_choice("code", code, tuple(EVENT_CODES))
+        self._instance.schedule(after, lambda: self._instance.maintenance_event(code))
+
+
+def _check_token_mode(mode: str) -> None:
+    _check_choice("tokens", mode, get_args(TokenMode))
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# make demo: the local IMDS emulator, imdsfs mounted on it in a temporary directory, a look at
+# the tree, then a clean unmount. Runs anywhere with FUSE; no EC2 needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+
+workdir=$(mktemp -d /tmp/imdsfs-demo.XXXXXX)
+mnt="$workdir/imds"
+mkdir "$mnt"
+emulator_pid=""
+
+cleanup() {
+    if mountpoint -q "$mnt"; then fusermount3 -u "$mnt" || fusermount3 -u -z "$mnt"; fi
+    if [ -n "$emulator_pid" ]; then kill "$emulator_pid" 2>/dev/null || true; wait "$emulator_pid" 2>/dev/null || true; fi
+    rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+# The emulator prints its URL as its first line of output.
+coproc EMULATOR { exec "$PY" -m imdsfs emulate --port 0 2>"$workdir/emulator.log"; }
+emulator_pid=$EMULATOR_PID
+read -r url <&"${EMULATOR[0]}"
+echo "== emulator serving IMDS at $url"
+
+"$PY" -m imdsfs mount --endpoint "$url" "$mnt"
+echo "== mounted at $mnt"
+
+run() { echo; echo "\$ $*"; "$@"; }
+cd "$mnt"
+run ls -l
+run cat instance-id; echo
+run cat placement/region; echo
+run cat dynamic/instance-identity/document; echo
+run ls -l iam/security-credentials
+cd /
+fusermount3 -u "$mnt"
+echo
+echo "== unmounted cleanly"

@@ -1,0 +1,215 @@
+"""Shared fixtures: a running IMDS emulator on 127.0.0.1 for every test that needs one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from imdsfs.emulator import Emulator, ManualClock
+
+TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
+
+MakeEmulator = Callable[..., Emulator]
+
+# One client for the helpers: creating an httpx.Client builds an SSL context (~20 ms), which
+# would dominate the suite. IMDS closes every connection, so nothing leaks between tests.
+_client = httpx.Client(trust_env=False)
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """The packaged default instance, IMDSv2 required, on a free port; stopped afterwards."""
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator_clock() -> ManualClock:
+    """A clock for ``make_emulator(clock=emulator_clock)``: tokens and scenarios follow it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def make_emulator() -> Iterator[MakeEmulator]:
+    """``make_emulator(**Emulator kwargs)`` starts an emulator; all are stopped afterwards."""
+    started: list[Emulator] = []
+
+    def make(*args: Any, **kwargs: Any) -> Emulator:
+        emu = Emulator(*args, **kwargs)
+        emu.start()
+        started.append(emu)
+        return emu
+
+    yield make
+    for emu in started:
+        emu.stop()
+
+
+def imds_token(emu: Emulator, ttl: int = 21600) -> str:
+    """A fresh IMDSv2 token from ``emu``."""
+    response = _client.put(emu.url + "/latest/api/token", headers={TOKEN_TTL_HEADER: str(ttl)})
+    assert response.status_code == 200, response
+    return response.text
+
+
+def imds_request(
+    emu: Emulator,
+    path: str,
+    *,
+    method: str = "GET",
+    token: bool | str = True,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 5.0,
+) -> httpx.Response:
+    """One request to ``emu``; ``token=True`` fetches a fresh token, a string uses that one,
+    False sends none. Never goes through a proxy."""
+    all_headers = dict(headers or {})
+    if token is True:
+        token = imds_token(emu)
+    if isinstance(token, str):
+        all_headers[TOKEN_HEADER] = token
+    return _client.request(method, emu.url + path, headers=all_headers, timeout=timeout)
+
+
+def imds_get(emu: Emulator, path: str, token: bool | str = True) -> httpx.Response:
+    """``GET path`` with a fresh token (``token=True``), a given one, or none (False)."""
+    return imds_request(emu, path, token=token)
+
+
+# --- real FUSE mounts -------------------------------------------------------------------------
+
+FUSE_REQUIRED = os.environ.get("IMDSFS_REQUIRE_FUSE") == "1"
+
+
+def _fuse_unavailable() -> str | None:
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing"
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 is not installed (apt install fuse3)"
+    if os.geteuid() != 0:
+        return "FUSE tests mount with allow_other and need root"
+    return None
+
+
+@pytest.fixture(scope="session")
+def fuse_available() -> None:
+    """Skip FUSE tests where FUSE cannot work, except in CI (IMDSFS_REQUIRE_FUSE=1): fail."""
+    reason = _fuse_unavailable()
+    if reason is None:
+        return
+    if FUSE_REQUIRED:
+        pytest.fail(f"FUSE is required here (IMDSFS_REQUIRE_FUSE=1) but {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class Mounted:
+    """A running ``imdsfs mount --foreground`` subprocess and where it is mounted."""
+
+    path: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    expected_status: int = 0  # a test that kills the daemon on purpose says so here
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def unmount(self) -> int:
+        """Unmount the way a user would and return the daemon's exit status."""
+        if os.path.ismount(self.path):
+            subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
+        try:
+            return self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return -9
+
+
+def start_mount(path: Path, log_path: Path, *args: str) -> Mounted:
+    """Start the daemon and wait until the kernel shows the mount (or the daemon died)."""
+    path.mkdir(exist_ok=True)
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "imdsfs", "mount", "--foreground", str(path), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    mounted = Mounted(path, process, log_path)
+    deadline = time.monotonic() + 15
+    while not _answers(path):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"imdsfs did not mount (exit {process.poll()}); log:\n{mounted.log()}")
+        time.sleep(0.02)
+    return mounted
+
+
+def _answers(path: Path) -> bool:
+    """Mounted and alive. A stale mount left by a crash is a mountpoint too, and even ``stat``
+    may answer from the kernel's cache; ``statvfs`` always asks the daemon."""
+    try:
+        os.statvfs(path)
+    except OSError:
+        return False
+    return os.path.ismount(path)
+
+
+def finish_mount(mounted: Mounted) -> None:
+    """Fail the test if the daemon crashed, logged a traceback or exited non-zero."""
+    status = mounted.unmount()
+    log = mounted.log()
+    assert "Traceback" not in log, log
+    assert status == mounted.expected_status, f"imdsfs exited {status}; log:\n{log}"
+
+
+@pytest.fixture
+def mount_base() -> Iterator[Path]:
+    """A directory other users can traverse (pytest's tmp_path is root-only), so tests that
+    read as ``nobody`` are denied by imdsfs's modes, not by the path leading to the mount."""
+    base = Path(tempfile.mkdtemp(prefix="imdsfs-test-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def make_mount(
+    fuse_available: None, mount_base: Path, tmp_path: Path
+) -> Iterator[Callable[..., Mounted]]:
+    """``make_mount(emulator, *extra_args)`` mounts against *emulator*; unmounted after."""
+    mounts: list[Mounted] = []
+
+    def make(emulator: Emulator, *args: str) -> Mounted:
+        index = len(mounts)
+        log_path = tmp_path / f"imdsfs{index}.log"
+        mounted = start_mount(
+            mount_base / f"mnt{index}", log_path, "--endpoint", emulator.url, *args
+        )
+        mounts.append(mounted)
+        return mounted
+
+    yield make
+    for mounted in mounts:  # unmount every one before any assertion can stop the loop
+        mounted.unmount()
+    for mounted in mounts:
+        finish_mount(mounted)
+
+
+@pytest.fixture
+def mounted(make_mount: Callable[..., Mounted], emulator: Emulator) -> Mounted:
+    """The default emulator mounted with default options."""
+    return make_mount(emulator)
