@@ -4,7 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint format demo bench soak clean system-deps venv
+PREFIX ?= /usr/local
+UNITDIR ?= /etc/systemd/system
+
+.PHONY: test lint format demo bench soak clean system-deps venv install uninstall
 
 system-deps:
 	@scripts/bootstrap.sh
@@ -32,6 +35,24 @@ format: venv
 
 demo: venv
 	scripts/demo.sh
+
+bench: venv
+	$(PY) scripts/bench.py
+
+SOAK_SECONDS ?= 600
+soak: venv  # readers against a faulty emulator for SOAK_SECONDS; prints a summary
+	$(PY) scripts/soak.py --seconds $(SOAK_SECONDS)
+
+# imdsfs where mount(8) looks (mount.fuse3 runs it with PATH=...:/usr/local/bin:...), plus the
+# systemd unit. The command is a link into this checkout's venv: keep the checkout.
+install: venv
+	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR)
+	ln -sfn $(CURDIR)/$(VENV)/bin/imdsfs $(DESTDIR)$(PREFIX)/bin/imdsfs
+	sed 's#/usr/local/bin/imdsfs#$(PREFIX)/bin/imdsfs#' scripts/systemd/imdsfs.service \
+		> $(DESTDIR)$(UNITDIR)/imdsfs.service
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/imdsfs $(DESTDIR)$(UNITDIR)/imdsfs.service
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

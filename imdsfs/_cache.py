@@ -8,8 +8,11 @@ per second, so every value is cached for the TTL its path's policy gives. Four r
 - A 404 is an answer: it is cached briefly (``policy.negative_ttl``) and raised to every waiter.
   A failure is not an answer and never becomes a negative entry.
 - While IMDS fails (unavailable, throttled, past its deadline, no token), the last good value
-  is served, marked ``"stale"``, as long as it is younger than ``stale_bound``; one warning per
-  outage per path says so. A 403 is a decision, not an outage, and is raised as it is.
+  is served, marked ``"stale"``, as long as it is younger than ``stale_bound``. A 403 is a
+  decision, not an outage, and is raised as it is.
+- After a failed fetch, the path is not asked again for ``holdoff`` seconds: reads get the
+  stale value (or the failure) at once instead of each waiting out the deadline, and a
+  failing IMDS is not hammered. One warning per path per failure spell says what failed.
 - ``changed_at`` (the file's mtime) moves only when the bytes do, so the kernel's page cache
   can be kept across opens of an unchanged file.
 """
@@ -27,7 +30,7 @@ from typing import Literal
 import trio
 
 from ._client import ImdsClient, SingleFlight
-from ._errors import ConfigError, NotFound, Throttled, TokenError, Unavailable
+from ._errors import ConfigError, ImdsError, NotFound, Throttled, TokenError, Unavailable
 from ._ttl import TtlPolicy
 
 __all__ = ["CachedValue", "MetadataCache"]
@@ -55,16 +58,23 @@ class MetadataCache:
     """Per-path TTL cache over an ``ImdsClient``; see the module docstring for its rules."""
 
     def __init__(
-        self, client: ImdsClient, policy: TtlPolicy, *, stale_bound: float = 300.0
+        self,
+        client: ImdsClient,
+        policy: TtlPolicy,
+        *,
+        stale_bound: float = 300.0,
+        holdoff: float = 3.0,
     ) -> None:
-        if not (math.isfinite(stale_bound) and stale_bound >= 0):
-            raise ConfigError("stale_bound must be a number of seconds >= 0")
+        for name, seconds in (("stale_bound", stale_bound), ("holdoff", holdoff)):
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise ConfigError(f"{name} must be a number of seconds >= 0")
         self._client = client
         self._policy = policy
         self._stale_bound = stale_bound
+        self._holdoff = holdoff
         self._values: dict[str, CachedValue] = {}  # last good value, fresh or not
         self._negative: dict[str, float] = {}  # path -> when its 404 expires
-        self._outages: set[str] = set()  # paths served stale since their last success
+        self._failures: dict[str, _Failure] = {}  # paths failing since their last success
         self._flight: SingleFlight[str, CachedValue] = SingleFlight()
         self._stats: Counter[str] = Counter()
 
@@ -82,8 +92,17 @@ class MetadataCache:
         if value is not None and now < value.expires_at:
             self._stats["hits"] += 1
             return dataclasses.replace(value, source="cache")
+        failure = self._failures.get(path)
+        if failure is not None and now < failure.retry_at:
+            self._stats["held_off"] += 1
+            return self._stale_or_raise(path, failure.error())
         self._stats["misses"] += 1
         return await self._flight.run(path, lambda: self._fetch(path))
+
+    @property
+    def endpoint(self) -> str:
+        """The IMDS base URL the values come from (``user.imds.url``, ``imdsfs stats``)."""
+        return self._client.endpoint
 
     def peek(self, path: str) -> CachedValue | None:
         """The fresh cached value of ``path``, without I/O; None if there is none."""
@@ -105,12 +124,18 @@ class MetadataCache:
                 self._values[key] = dataclasses.replace(value, expires_at=-float("inf"))
         if path is None:
             self._negative.clear()
+            for failure in self._failures.values():
+                failure.retry_at = -math.inf
         else:
             self._negative.pop(path, None)
+            if path in self._failures:
+                self._failures[path].retry_at = -math.inf
 
     def statistics(self) -> dict[str, int]:
-        """hits, misses, negative_hits, stale_serves, fetches, entries, plus the client's."""
-        own = dict.fromkeys(("hits", "misses", "negative_hits", "stale_serves", "fetches"), 0)
+        """hits, misses, negative_hits, held_off, stale_serves, fetches, entries, plus the
+        client's."""
+        keys = ("hits", "misses", "negative_hits", "held_off", "stale_serves", "fetches")
+        own = dict.fromkeys(keys, 0)
         own.update(self._stats)
         own["entries"] = len(self._values)
         return {**self._client.statistics(), **own}
@@ -122,12 +147,12 @@ class MetadataCache:
         except NotFound:
             self._values.pop(path, None)  # gone: never serve it stale again
             self._negative[path] = trio.current_time() + self._policy.negative_ttl
+            self._recovered(path)
             raise
-        except _OUTAGES as exc:
+        except ImdsError as exc:
+            self._failed(path, exc)
             return self._stale_or_raise(path, exc)
-        if path in self._outages:
-            self._outages.discard(path)
-            log.info("%s: IMDS answers again", path)
+        self._recovered(path)
         previous = self._values.get(path)
         unchanged = previous is not None and previous.body == response.body
         value = CachedValue(
@@ -142,17 +167,53 @@ class MetadataCache:
         self._negative.pop(path, None)
         return value
 
-    def _stale_or_raise(self, path: str, error: Exception) -> CachedValue:
+    def _failed(self, path: str, error: ImdsError) -> None:
+        """Hold the path off for a while; warn only on the first failure of a spell."""
+        now = trio.current_time()
+        first = path not in self._failures
+        self._failures[path] = _Failure(type(error), str(error), retry_at=now + self._holdoff)
+        if not first:
+            return
+        reason = str(error).removeprefix(f"{path}: ")  # most messages start with the path
         value = self._values.get(path)
-        if value is None or trio.current_time() - value.fetched_at >= self._stale_bound:
+        if isinstance(error, _OUTAGES) and value is not None:
+            age = now - value.fetched_at
+            if age < self._stale_bound:
+                log.warning(
+                    "/latest/%s: %s; serving the value fetched %.0f s ago until IMDS answers",
+                    path,
+                    reason,
+                    age,
+                )
+                return
+        log.warning("/latest/%s: %s", path, reason)
+
+    def _recovered(self, path: str) -> None:
+        if self._failures.pop(path, None) is not None:
+            log.info("/latest/%s: IMDS answers again", path)
+
+    def _stale_or_raise(self, path: str, error: ImdsError) -> CachedValue:
+        value = self._values.get(path)
+        if (
+            not isinstance(error, _OUTAGES)
+            or value is None
+            or trio.current_time() - value.fetched_at >= self._stale_bound
+        ):
             raise error
-        if path not in self._outages:
-            self._outages.add(path)
-            log.warning(
-                "%s: %s; serving the value fetched %.0f s ago until IMDS answers",
-                path,
-                error,
-                trio.current_time() - value.fetched_at,
-            )
         self._stats["stale_serves"] += 1
         return dataclasses.replace(value, source="stale")
+
+
+@dataclass
+class _Failure:
+    """Why a path's last fetch failed, and when it may be asked again.
+
+    The error is kept as its type and message, and raised anew each time: re-raising one
+    exception object would chain a traceback per raise."""
+
+    kind: type[ImdsError]
+    message: str
+    retry_at: float  # trio clock
+
+    def error(self) -> ImdsError:
+        return self.kind(self.message)

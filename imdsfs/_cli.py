@@ -4,32 +4,43 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
 from ._client import ClientConfig
-from ._errors import ConfigError
+from ._errors import ConfigError, ImdsError
 from ._fs import FsConfig
+from ._fstab import is_fstab_form, to_mount_arguments
+from ._introspect import print_stats
+from ._logging import setup_logging
 from ._mount import MountError, MountOptions, mount
+from ._snapshot import dump
 from .emulator import _command as emulate_command
 
 __all__ = ["main"]
 
 log = logging.getLogger("imdsfs")
 
+COMMANDS = ("mount", "dump", "stats", "emulate")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    _setup_logging(debug=getattr(args, "debug", False))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if is_fstab_form(argv, COMMANDS):  # run by mount(8): imdsfs SOURCE DIR -o OPTIONS
+            argv = to_mount_arguments(argv)
+    except ConfigError as exc:
+        print(f"imdsfs: {exc}", file=sys.stderr)
+        return 2
+    args = _parser().parse_args(argv)
+    setup_logging(debug=getattr(args, "debug", False))
     try:
         status: int = args.run(args)
     except ConfigError as exc:
         print(f"imdsfs: {exc}", file=sys.stderr)
         return 2
-    except MountError as exc:
+    except (MountError, ImdsError) as exc:  # ImdsError: IMDS failed `dump`, the message says how
         print(f"imdsfs: {exc}", file=sys.stderr)
         return 1
     return status
@@ -46,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_mount_arguments(mount_parser)
     mount_parser.set_defaults(run=_run_mount)
 
+    dump_parser = commands.add_parser(
+        "dump", help="write the whole metadata tree as an instance document (a snapshot)"
+    )
+    _add_dump_arguments(dump_parser)
+    dump_parser.set_defaults(run=_run_dump)
+
+    stats_parser = commands.add_parser("stats", help="print a running mount's counters")
+    _add_stats_arguments(stats_parser)
+    stats_parser.set_defaults(run=_run_stats)
+
     emulate_parser = commands.add_parser("emulate", help="serve a local IMDS emulator")
     emulate_command.add_arguments(emulate_parser)
     emulate_parser.set_defaults(run=emulate_command.run)
@@ -54,22 +75,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mountpoint", help="an existing directory, e.g. /run/imds")
+    _add_endpoint_arguments(parser)
     add = parser.add_argument
     add(
-        "--endpoint",
-        help="IMDS base URL (default: $AWS_EC2_METADATA_SERVICE_ENDPOINT, "
-        "else http://169.254.169.254)",
-    )
-    add(
-        "--endpoint-mode",
-        choices=["IPv4", "IPv6"],
-        help="which default endpoint (default: $AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE or IPv4)",
-    )
-    add(
-        "--allow-imdsv1",
-        action="store_true",
-        help="fall back to IMDSv1 when no token can be had (never if "
-        "AWS_EC2_METADATA_V1_DISABLED is true)",
+        "--from-snapshot",
+        metavar="FILE",
+        help="serve this instance document (from imdsfs dump) instead of IMDS, offline",
     )
     add(
         "--token-ttl",
@@ -100,21 +111,91 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve the last good value this long when IMDS fails (default 300)",
     )
     add(
+        "--allow-other",
+        action="store_true",
+        help="let other users read the mount (credential files stay root-only)",
+    )
+    add(
+        "--secret-mode",
+        type=_secret_mode,
+        default=0o400,
+        metavar="OCTAL",
+        help="mode of credential files and user-data, still owned by root: 0400 (default), "
+        "0440 or 0444 to widen it on purpose",
+    )
+    add("--uid", type=int, default=0, help="owner of the non-secret files (default 0)")
+    add("--gid", type=int, default=0, help="group of the non-secret files (default 0)")
+    add(
+        "--prefetch",
+        action="store_true",
+        help="read the whole tree once at mount (one bounded concurrent crawl)",
+    )
+    add("-f", "--foreground", action="store_true", help="stay in the foreground")
+    add("--debug", action="store_true", help="log every decision (never tokens or secrets)")
+
+
+def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where IMDS is and how to talk to it: shared by ``mount`` and ``dump``."""
+    add = parser.add_argument
+    add(
+        "--endpoint",
+        help="IMDS base URL (default: $AWS_EC2_METADATA_SERVICE_ENDPOINT, "
+        "else http://169.254.169.254)",
+    )
+    add(
+        "--endpoint-mode",
+        choices=["IPv4", "IPv6"],
+        help="which default endpoint (default: $AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE or IPv4)",
+    )
+    add(
+        "--allow-imdsv1",
+        action="store_true",
+        help="fall back to IMDSv1 when no token can be had (never if "
+        "AWS_EC2_METADATA_V1_DISABLED is true)",
+    )
+    add(
         "--max-requests",
         type=int,
         default=8,
         metavar="N",
         help="HTTP requests in flight at once (default 8)",
     )
+
+
+def _add_dump_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_endpoint_arguments(parser)
+    add = parser.add_argument
     add(
-        "--allow-other",
-        action="store_true",
-        help="let other users read the mount (credential files stay root-only)",
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write here, mode 0600, instead of stdout (a snapshot holds credentials)",
     )
-    add("--uid", type=int, default=0, help="owner of the non-secret files (default 0)")
-    add("--gid", type=int, default=0, help="group of the non-secret files (default 0)")
-    add("-f", "--foreground", action="store_true", help="stay in the foreground")
-    add("--debug", action="store_true", help="log every decision (never tokens or secrets)")
+    add(
+        "--deadline",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="longest any one read may take, retries included (default 5)",
+    )
+    add("--debug", action="store_true", help="log every request")
+
+
+def _add_stats_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mountpoint", help="where imdsfs is mounted, e.g. /run/imds")
+    parser.add_argument("--json", action="store_true", help="print the counters as JSON")
+
+
+def _secret_mode(text: str) -> int:
+    """An octal mode with read bits only, the owner's included: secrets are never writable or
+    executable, and widening them is a choice spelled out on the command line."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode like 0440") from None
+    if mode & ~0o444 or not mode & 0o400:
+        raise argparse.ArgumentTypeError(f"{text!r}: only read bits, 0400 at least (e.g. 0440)")
+    return mode
 
 
 def _run_mount(args: argparse.Namespace) -> int:
@@ -122,6 +203,8 @@ def _run_mount(args: argparse.Namespace) -> int:
         raise ConfigError("--token-ttl must be between 1 and 21600 seconds")
     if args.deadline <= 0:
         raise ConfigError("--deadline must be positive")
+    if args.from_snapshot is not None and args.endpoint is not None:
+        raise ConfigError("--from-snapshot serves a file: it takes no --endpoint")
     client = ClientConfig(
         endpoint=args.endpoint,
         endpoint_mode=args.endpoint_mode,
@@ -133,21 +216,31 @@ def _run_mount(args: argparse.Namespace) -> int:
     options = MountOptions(
         mountpoint=args.mountpoint,
         client=client,
-        fs=FsConfig(deadline=args.deadline, uid=args.uid, gid=args.gid),
+        fs=FsConfig(
+            deadline=args.deadline, uid=args.uid, gid=args.gid, secret_mode=args.secret_mode
+        ),
         ttl_rules=tuple(args.ttl),
         stale_bound=args.stale_bound,
         allow_other=args.allow_other,
         foreground=args.foreground,
+        prefetch=args.prefetch,
+        snapshot=args.from_snapshot,
     )
     return mount(options)
 
 
-def _setup_logging(debug: bool) -> None:
-    # Under systemd (JOURNAL_STREAM set) the journal adds its own timestamps.
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if "JOURNAL_STREAM" not in os.environ:
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=fmt)
-    # httpx logs every request URL at INFO: useful only when debugging.
-    logging.getLogger("httpx").setLevel(logging.INFO if debug else logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+def _run_dump(args: argparse.Namespace) -> int:
+    if args.deadline <= 0:
+        raise ConfigError("--deadline must be positive")
+    client = ClientConfig(
+        endpoint=args.endpoint,
+        endpoint_mode=args.endpoint_mode,
+        allow_imdsv1=args.allow_imdsv1,
+        deadline=args.deadline,
+        max_concurrency=args.max_requests,
+    )
+    return dump(client, args.output)
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    return print_stats(args.mountpoint, as_json=args.json)

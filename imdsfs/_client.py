@@ -6,10 +6,13 @@ Three layers, each small enough to reason about on its own:
   second per interface), bounds body size while streaming, and maps httpx's exceptions to
   ours in one function, ``_map_httpx_exceptions``.
 - ``TokenManager`` owns the IMDSv2 token: one PUT serves every concurrent caller, the token is
-  refreshed a little before it expires, and a 401 drops it. ``SingleFlight``, which makes
-  concurrent callers share one request, serves the cache too.
+  refreshed a little before it expires, and a 401 drops it. A PUT unanswered twice (the hop
+  limit) is a TokenError, remembered for a few seconds so reads fail fast rather than each
+  wait for another PUT. ``SingleFlight``, which makes concurrent callers share one request,
+  serves the cache too.
 - ``ImdsClient.get`` is one metadata read: path check, deadline, retries with jittered backoff,
-  and the status code mapped to the ``imdsfs._errors`` hierarchy.
+  and the status code mapped to the ``imdsfs._errors`` hierarchy. Redirects are not followed,
+  and a 200 carrying an HTML page (a proxy or portal in the way) is not taken for a value.
 
 Everything that reads time uses ``trio.current_time()`` so tests can drive it with a MockClock.
 """
@@ -64,7 +67,7 @@ ENDPOINTS = {"ipv4": "http://169.254.169.254", "ipv6": "http://[fd00:ec2::254]"}
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 MAX_TOKEN_TTL = 21600
-_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,1024}")  # real tokens have 56
 
 _NO_TOKEN_ANSWER = (
     "the IMDSv2 token request (PUT /latest/api/token) got no answer. The usual cause is the "
@@ -87,18 +90,21 @@ class ClientConfig:
     token_ttl: int = MAX_TOKEN_TTL
     allow_imdsv1: bool = False  # and only if AWS_EC2_METADATA_V1_DISABLED is not true
     connect_timeout: float = 1.0
-    read_timeout: float = 2.0
+    read_timeout: float = 1.0  # per attempt; IMDS answers in milliseconds, the AWS SDKs wait 1 s
     deadline: float = 5.0  # one get(), retries and token included
     max_attempts: int = 4
     backoff_base: float = 0.05
     backoff_max: float = 1.0
     max_body: int = 1 << 20
     max_concurrency: int = 8  # requests in flight at once, token PUTs included
+    # After a TokenError, fail at once for this long rather than wait on another unanswered
+    # PUT (the hop limit) on every read.
+    token_retry_after: float = 5.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.token_ttl <= MAX_TOKEN_TTL:
             raise ConfigError(f"token_ttl must be 1..{MAX_TOKEN_TTL} seconds")
-        for name in ("connect_timeout", "read_timeout", "deadline"):
+        for name in ("connect_timeout", "read_timeout", "deadline", "token_retry_after"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number of seconds")
@@ -233,8 +239,14 @@ def _map_httpx_exceptions(method: str, url: str, *, token_request: bool) -> Iter
 class _Transport:
     """Sends requests, at most ``max_concurrency`` at once, counting them in ``stats``."""
 
-    def __init__(self, config: ClientConfig, stats: Counter[str]) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        stats: Counter[str],
+        transport: httpx.AsyncBaseTransport | None = None,  # None: the network
+    ) -> None:
         self._http = httpx.AsyncClient(
+            transport=transport,
             trust_env=False,  # IMDS must never go through HTTP_PROXY (nor read .netrc)
             follow_redirects=False,
             timeout=httpx.Timeout(
@@ -313,24 +325,43 @@ class TokenManager:
         ttl: int,
         v1_refusal: str | None,
         stats: Counter[str],
+        retry_after: float = 5.0,
     ) -> None:
         self._transport = transport
         self._url = f"{endpoint}/latest/api/token"
         self._ttl = ttl
         self._v1_refusal = v1_refusal  # None: falling back to IMDSv1 is allowed
         self._stats = stats
+        self._retry_after = retry_after
         self._token: _Token | None = None
         self._v1 = False
+        self._failed: tuple[float, str] | None = None  # (until when, why): the last TokenError
         self._flight: SingleFlight[str, str | None] = SingleFlight()
 
     async def get(self) -> str | None:
-        """A valid token, or None when IMDSv2 is unavailable and the IMDSv1 fallback is on."""
+        """A valid token, or None when IMDSv2 is unavailable and the IMDSv1 fallback is on.
+
+        A TokenError is remembered for ``retry_after`` seconds and raised again at once:
+        without that, every read would wait out another unanswered PUT.
+        """
         if self._v1:
             return None
         token = self._token
         if token is not None and trio.current_time() < token.refresh_at:
             return token.value
-        return await self._flight.run("token", self._renew)
+        if self._failed is not None and trio.current_time() < self._failed[0]:
+            self._stats["token_failures_remembered"] += 1
+            raise TokenError(self._failed[1])  # a new exception: no traceback chain builds up
+        return await self._flight.run("token", self._renew_or_remember)
+
+    async def _renew_or_remember(self) -> str | None:
+        try:
+            token = await self._renew()
+        except TokenError as exc:
+            self._failed = (trio.current_time() + self._retry_after, str(exc))
+            raise
+        self._failed = None
+        return token
 
     def invalidate(self, token: str | None) -> None:
         """Forget ``token`` after IMDS answered 401 to it; a newer token is kept.
@@ -344,11 +375,11 @@ class TokenManager:
             self._token = None
 
     async def _renew(self) -> str | None:
-        sent_at = trio.current_time()
-        self._stats["token_puts"] += 1
-        reply = await self._transport.request(
-            "PUT", self._url, {TOKEN_TTL_HEADER: str(self._ttl)}, token_request=True
-        )
+        try:
+            sent_at, reply = await self._put()
+        except TokenError:  # unanswered: the hop limit, or one stalled request; a retry tells
+            self._stats["retries"] += 1
+            sent_at, reply = await self._put()
         if reply.status == 200:
             token = self._issued(reply, sent_at)
             self._token = token
@@ -357,6 +388,15 @@ class TokenManager:
             self._fall_back_to_v1(reply.status)
             return None
         raise _token_status_error(reply.status)
+
+    async def _put(self) -> tuple[float, _Reply]:
+        """One token request, and when it was sent (expiry counts from then)."""
+        sent_at = trio.current_time()
+        self._stats["token_puts"] += 1
+        reply = await self._transport.request(
+            "PUT", self._url, {TOKEN_TTL_HEADER: str(self._ttl)}, token_request=True
+        )
+        return sent_at, reply
 
     def _issued(self, reply: _Reply, sent_at: float) -> _Token:
         value = reply.body.decode("latin-1")
@@ -417,26 +457,32 @@ class ImdsClient:
     """Reads IMDS paths relative to ``/latest/``; see ``get`` for what each outcome raises."""
 
     def __init__(
-        self, config: ClientConfig = ClientConfig(), *, environ: Mapping[str, str] | None = None
+        self,
+        config: ClientConfig = ClientConfig(),
+        *,
+        environ: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,  # a snapshot instead of the network
     ) -> None:
         environ = os.environ if environ is None else environ
         self.config = config
         self.endpoint = resolve_endpoint(config, environ)
         self._stats: Counter[str] = Counter()
-        self._transport = _Transport(config, self._stats)
+        self._transport = _Transport(config, self._stats, transport)
         self.tokens = TokenManager(
             self._transport,
             self.endpoint,
             ttl=config.token_ttl,
             v1_refusal=_v1_refusal(config, environ),
             stats=self._stats,
+            retry_after=config.token_retry_after,
         )
         self._random = random.Random()
 
     async def get(self, path: str) -> ImdsResponse:
         """GET ``/latest/{path}``.
 
-        200 → the response. 404 → NotFound, at once. 401 → a fresh token and one more try,
+        200 → the response (but 200 with an HTML page → Unavailable, at once: not IMDS).
+        404 → NotFound, at once. 401 → a fresh token and one more try,
         then Forbidden. 403 → Forbidden. 429/503 → retried (honouring Retry-After), then
         Throttled. Other 5xx and connection failures → retried, then Unavailable. All of it
         within ``config.deadline`` → else DeadlineExceeded.
@@ -471,6 +517,8 @@ class ImdsClient:
                 error: ImdsError = exc
             else:
                 if reply.status == 200:
+                    if _is_html(reply.headers):  # IMDS sends HTML only with a 404
+                        raise Unavailable(f"{path}: HTTP 200 with an HTML page, not metadata")
                     return _response(path, reply)
                 if reply.status == 401 and not reauthorized:
                     reauthorized = True  # the token expired or was revoked: one fresh try
@@ -512,6 +560,13 @@ class ImdsClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _is_html(headers: httpx.Headers) -> bool:
+    """A 200 in HTML comes from something in the way (a proxy, a captive portal), never from
+    IMDS, whose values are text/plain or application/octet-stream: its bytes are not a value."""
+    content_type: str = headers.get("Content-Type", "")
+    return content_type.split(";")[0].strip().lower() == "text/html"
 
 
 def _response(path: str, reply: _Reply) -> ImdsResponse:

@@ -22,6 +22,7 @@ from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
+from . import _introspect as introspect
 from ._errors import Forbidden, ImdsError, NotFound, ResponseTooLarge, Throttled
 from ._tree import MetadataTree, Node, NodeKind, NodeStat
 
@@ -73,8 +74,8 @@ def _handler(
             raise
         except NotFound:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
-        except ImdsError as exc:
-            log.warning("%s: %s", method.__name__, exc)
+        except ImdsError as exc:  # the cache warned once for the failing path; not per call
+            log.debug("%s: %s", method.__name__, exc)
             raise pyfuse3.FUSEError(_errno_for(exc)) from None
         except trio.TooSlowError:
             log.warning(
@@ -210,11 +211,27 @@ class ImdsOperations(pyfuse3.Operations):
         data.f_files = sum(1 for _ in self.tree.nodes())
         return data
 
+    @_handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        """``user.imds.*`` (see `_introspect`). Other names (``ls`` asks for ACLs and SELinux
+        labels) are refused before any lookup, so they never cost a request."""
+        node = self.tree.node(inode)
+        attribute = os.fsdecode(name)
+        if attribute not in introspect.attribute_names(node, is_root=inode == pyfuse3.ROOT_INODE):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        if attribute == introspect.STATS_ATTRIBUTE:
+            return introspect.stats_json(self.tree.cache, self._started).encode()
+        value = (await self.tree.stat(node)).value
+        text = introspect.node_attribute(attribute, node, value, self.tree.cache.endpoint)
+        if text is None:  # a directory whose listing is not cached: nothing to describe
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return text.encode()
 
+    @_handler
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
-        return []
+        node = self.tree.node(inode)
+        names = introspect.attribute_names(node, is_root=inode == pyfuse3.ROOT_INODE)
+        return [os.fsencode(name) for name in names]
 
     # Everything that would change the tree: the mount is read-only.
     setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only

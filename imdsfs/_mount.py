@@ -16,14 +16,17 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import httpx
 import pyfuse3
 import trio
 
+from . import _systemd as systemd
 from ._cache import MetadataCache
 from ._client import ClientConfig, ImdsClient
 from ._fs import FsConfig, ImdsOperations
+from ._snapshot import SNAPSHOT_ENDPOINT, open_snapshot
 from ._tree import MetadataTree
 from ._ttl import TtlPolicy
 
@@ -50,6 +53,8 @@ class MountOptions:
     allow_other: bool = False
     foreground: bool = False
     max_tasks: int = 32  # kernel requests served at once; HTTP is bounded lower, in the client
+    prefetch: bool = False  # crawl the whole tree once at mount, so the first walk is warm
+    snapshot: str | None = None  # serve this instance document (imdsfs dump) instead of IMDS
 
     def fuse_options(self) -> set[str]:
         options = {"fsname=imds", "subtype=imdsfs", "ro", "nodev", "nosuid", "noexec"}
@@ -63,11 +68,15 @@ def mount(options: MountOptions) -> int:
     """Mount and serve until unmounted or signalled; the exit status for the CLI."""
     mountpoint = os.path.abspath(options.mountpoint)
     policy = TtlPolicy.from_rules(options.ttl_rules)  # a bad rule fails before anything forks
+    transport = None  # the network
+    if options.snapshot is not None:  # loaded now, so a bad file too fails before the fork
+        transport = open_snapshot(options.snapshot)
+        options = replace(options, client=replace(options.client, endpoint=SNAPSHOT_ENDPOINT))
     prepare_mountpoint(mountpoint)
     if options.foreground:
-        _serve(options, mountpoint, policy, ready=lambda: None)
+        _serve(options, mountpoint, policy, transport, ready=lambda: None)
         return 0
-    return _serve_in_background(options, mountpoint, policy)
+    return _serve_in_background(options, mountpoint, policy, transport)
 
 
 def prepare_mountpoint(path: str) -> None:
@@ -97,11 +106,16 @@ def _clear_stale_mount(path: str) -> None:
 
 
 def _serve(
-    options: MountOptions, mountpoint: str, policy: TtlPolicy, ready: Callable[[], None]
+    options: MountOptions,
+    mountpoint: str,
+    policy: TtlPolicy,
+    transport: httpx.AsyncBaseTransport | None,
+    ready: Callable[[], None],
 ) -> None:
-    client = ImdsClient(options.client)
+    client = ImdsClient(options.client, transport=transport)
     cache = MetadataCache(client, policy, stale_bound=options.stale_bound)
-    operations = ImdsOperations(MetadataTree(cache), options.fs)
+    tree = MetadataTree(cache)
+    operations = ImdsOperations(tree, options.fs)
     try:
         pyfuse3.init(operations, mountpoint, options.fuse_options())
     except RuntimeError:
@@ -109,18 +123,33 @@ def _serve(
     log.info("mounted %s from %s", mountpoint, client.endpoint)
     faulthandler.register(signal.SIGUSR1)  # dump every thread's stack to debug a hang
     ready()
+    systemd.notify(f"READY=1\nSTATUS=serving {client.endpoint} at {mountpoint}")
     try:
-        trio.run(_run, client, cache, options.max_tasks)
+        trio.run(_run, client, tree, options)
     finally:
+        systemd.notify("STOPPING=1")
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", mountpoint)
 
 
-async def _run(client: ImdsClient, cache: MetadataCache, max_tasks: int) -> None:
+async def _run(client: ImdsClient, tree: MetadataTree, options: MountOptions) -> None:
     async with client, trio.open_nursery() as nursery:
-        nursery.start_soon(_handle_signals, cache)
-        await pyfuse3.main(max_tasks=max_tasks)
+        nursery.start_soon(_handle_signals, tree.cache)
+        if options.prefetch:
+            nursery.start_soon(_prefetch, tree)
+        try:
+            await pyfuse3.main(max_tasks=options.max_tasks)
+        except* ConnectionAbortedError:
+            # An unmount with requests still queued (the releases of many just-closed files)
+            # ends the session this way rather than with ENODEV: the mount is gone either way.
+            log.info("the kernel ended the FUSE session with requests in flight")
         nursery.cancel_scope.cancel()
+
+
+async def _prefetch(tree: MetadataTree) -> None:
+    started = trio.current_time()
+    files = await tree.crawl()
+    log.info("prefetched %d files in %.2f s", files, trio.current_time() - started)
 
 
 async def _handle_signals(cache: MetadataCache) -> None:
@@ -135,7 +164,12 @@ async def _handle_signals(cache: MetadataCache) -> None:
                 pyfuse3.terminate()
 
 
-def _serve_in_background(options: MountOptions, mountpoint: str, policy: TtlPolicy) -> int:
+def _serve_in_background(
+    options: MountOptions,
+    mountpoint: str,
+    policy: TtlPolicy,
+    transport: httpx.AsyncBaseTransport | None,
+) -> int:
     """Fork; the parent returns once the child reports the mount is up (what mount(8) needs)."""
     read_end, write_end = os.pipe()
     if os.fork() > 0:
@@ -152,7 +186,7 @@ def _serve_in_background(options: MountOptions, mountpoint: str, policy: TtlPoli
         os.close(write_end)
 
     try:
-        _serve(options, mountpoint, policy, ready)
+        _serve(options, mountpoint, policy, transport, ready)
     except MountError as exc:
         log.error("%s", exc)
         os._exit(1)

@@ -33,6 +33,9 @@ ROOT_INODE = 1
 _MAX_NAME_BYTES = 255
 _PUBLIC_KEYS = "meta-data/public-keys/"
 _PUBLIC_KEY_ENTRY = re.compile(r"(\d+)=(.+)")
+# What the client refuses in a path (`_client.check_path`): such a name could be listed, but
+# every read of it would fail.
+_UNFETCHABLE = re.compile(r"[\x00-\x1f\x7f?#%\\]")
 
 # Mount paths (see `mount_path`) whose files hold credentials or user-supplied secrets.
 SECRET_PATTERNS = (
@@ -104,7 +107,10 @@ def parse_listing(body: bytes, parent: str) -> list[ListingEntry]:
     skipped with a warning; the first of two entries with one name wins.
     """
     entries: dict[str, ListingEntry] = {}
-    for line in body.split(b"\n"):
+    lines = body.split(b"\n") if body else []
+    if lines and not lines[-1]:  # a final newline ends the last line; it is not an entry
+        lines.pop()
+    for line in lines:
         for entry in _entries_for_line(line, parent):
             if entry.name in entries:
                 _warn_once(parent, entry.name, "duplicate name in listing")
@@ -117,6 +123,7 @@ def _entries_for_line(line: bytes, parent: str) -> Iterator[ListingEntry]:
     if line.endswith(b"\r"):  # tolerate CRLF listings; IMDS itself sends LF only
         line = line[:-1]
     if not line:
+        _warn_once(parent, "", "empty line")
         return
     try:
         text = line.decode("utf-8")
@@ -145,6 +152,8 @@ def _usable_name(parent: str, name: str) -> bool:
         reason = "reserved or empty name"
     elif "/" in name or "\0" in name:
         reason = "name contains '/' or NUL"
+    elif _UNFETCHABLE.search(name):
+        reason = "name contains a control character or one of ?#%\\, so cannot be fetched"
     elif len(name.encode("utf-8")) > _MAX_NAME_BYTES:
         reason = f"name longer than {_MAX_NAME_BYTES} bytes"
     else:
@@ -224,8 +233,8 @@ class MetadataTree:
                 stats[node.inode] = await self.stat(node)
             except NotFound:
                 gone.add(node.inode)
-            except ImdsError as exc:
-                log.warning(
+            except ImdsError as exc:  # the cache already warned, once per failing path
+                log.debug(
                     "listing /%s: size of %s unknown: %s", directory.mount_path, node.name, exc
                 )
 
@@ -234,6 +243,31 @@ class MetadataTree:
                 for node in children:
                     nursery.start_soon(fetch, node)
         return [stats.get(n.inode, NodeStat(n, None)) for n in children if n.inode not in gone]
+
+    async def crawl(self, directory: Node | None = None) -> int:
+        """Fetch every listing and value below *directory* (default: the root), concurrently.
+
+        This is ``--prefetch``: one bounded concurrent crawl (the client caps requests in
+        flight) so the first ``grep -r`` or ``find`` finds the cache warm. Failures are left
+        for the reader who asks later. Returns the number of files fetched.
+        """
+        fetched = 0
+
+        async def walk(node: Node) -> None:
+            nonlocal fetched
+            try:
+                if node.kind is NodeKind.FILE:
+                    await self.cache.get(node.imds_path)
+                    fetched += 1
+                elif node.kind is NodeKind.DIRECTORY:
+                    async with trio.open_nursery() as nursery:
+                        for child in await self.children(node):
+                            nursery.start_soon(walk, child)
+            except ImdsError as exc:
+                log.debug("prefetch of /%s skipped: %s", node.mount_path, exc)
+
+        await walk(directory or self.root)
+        return fetched
 
     async def _root_extras(self) -> list[ListingEntry]:
         """The mount root adds ``dynamic/`` and, when IMDS has it, ``user-data``."""

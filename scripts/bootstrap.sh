@@ -5,7 +5,7 @@
 set -euo pipefail
 
 need=()
-for pkg in fuse3 libfuse3-dev pkg-config; do
+for pkg in fuse3 libfuse3-dev pkg-config attr jq; do  # attr: getfattr; jq: example scripts
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v gcc >/dev/null 2>&1 || need+=(gcc)

@@ -138,8 +138,12 @@ class Mounted:
             return -9
 
 
-def start_mount(path: Path, log_path: Path, *args: str) -> Mounted:
-    """Start the daemon and wait until the kernel shows the mount (or the daemon died)."""
+def start_mount(
+    path: Path, log_path: Path, *args: str, env: Mapping[str, str] | None = None
+) -> Mounted:
+    """Start the daemon and wait until the kernel shows the mount (or the daemon died).
+
+    *env* is added to the daemon's environment (e.g. a fake ``NOTIFY_SOCKET``)."""
     path.mkdir(exist_ok=True)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -147,6 +151,7 @@ def start_mount(path: Path, log_path: Path, *args: str) -> Mounted:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     mounted = Mounted(path, process, log_path)
     deadline = time.monotonic() + 15
@@ -190,15 +195,17 @@ def mount_base() -> Iterator[Path]:
 def make_mount(
     fuse_available: None, mount_base: Path, tmp_path: Path
 ) -> Iterator[Callable[..., Mounted]]:
-    """``make_mount(emulator, *extra_args)`` mounts against *emulator*; unmounted after."""
+    """``make_mount(emulator, *extra_args, env=None)`` mounts against *emulator* (None: no
+    ``--endpoint``, for ``--from-snapshot``); unmounted after."""
     mounts: list[Mounted] = []
 
-    def make(emulator: Emulator, *args: str) -> Mounted:
+    def make(
+        emulator: Emulator | None, *args: str, env: Mapping[str, str] | None = None
+    ) -> Mounted:
         index = len(mounts)
         log_path = tmp_path / f"imdsfs{index}.log"
-        mounted = start_mount(
-            mount_base / f"mnt{index}", log_path, "--endpoint", emulator.url, *args
-        )
+        endpoint = ["--endpoint", emulator.url] if emulator is not None else []
+        mounted = start_mount(mount_base / f"mnt{index}", log_path, *endpoint, *args, env=env)
         mounts.append(mounted)
         return mounted
 

@@ -40,14 +40,18 @@ MakeCache = Callable[..., MetadataCache]
 
 @pytest.fixture
 async def make_cache(emulator: Emulator) -> AsyncIterator[MakeCache]:
-    """``make_cache(*rules, stale_bound=..., **client_config)`` on the default emulator."""
+    """``make_cache(*rules, stale_bound=..., holdoff=..., **client_config)`` on the default
+    emulator. The hold-off after a failure is off unless a test asks for it."""
     clients: list[ImdsClient] = []
 
-    def make(*rules: str, stale_bound: float = 300.0, **config: Any) -> MetadataCache:
+    def make(
+        *rules: str, stale_bound: float = 300.0, holdoff: float = 0.0, **config: Any
+    ) -> MetadataCache:
         config = {"backoff_base": 0.0, **config}
         client = ImdsClient(ClientConfig(endpoint=emulator.url, **config), environ={})
         clients.append(client)
-        return MetadataCache(client, TtlPolicy.from_rules(rules), stale_bound=stale_bound)
+        policy = TtlPolicy.from_rules(rules)
+        return MetadataCache(client, policy, stale_bound=stale_bound, holdoff=holdoff)
 
     yield make
     for client in clients:
@@ -273,7 +277,7 @@ async def test_stale_value_stands_in_for_a_missing_token_too(
     mock_clock.rate = 1.0  # let the unanswered PUT time out in real time
     value = await cache.get(INSTANCE_ID)
     assert (value.source, value.body) == ("stale", good.body)
-    assert emulator.counters.count(method="PUT") == 2
+    assert emulator.counters.count(method="PUT") == 3  # the first, then one retried
 
 
 async def test_forbidden_is_not_masked_by_a_stale_value(
@@ -313,8 +317,77 @@ async def test_one_warning_per_outage_per_path(
         await outage()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     warned_paths = sorted(r.getMessage().split(":")[0] for r in warnings)
-    assert warned_paths == [INSTANCE_ID, INSTANCE_ID, LOCAL_IPV4, LOCAL_IPV4]
+    assert warned_paths == [
+        f"/latest/{p}" for p in (INSTANCE_ID, INSTANCE_ID, LOCAL_IPV4, LOCAL_IPV4)
+    ]
     assert cache.statistics()["stale_serves"] == 12
+
+
+# -- hold-off after a failure --------------------------------------------------------------
+
+
+async def test_after_a_failure_reads_get_the_stale_value_without_asking_imds(
+    emulator: Emulator, make_cache: MakeCache, mock_clock: trio.testing.MockClock
+) -> None:
+    cache = make_cache("**=1", holdoff=3, max_attempts=1)
+    good = await cache.get(INSTANCE_ID)
+    mock_clock.jump(1)
+    emulator.faults.error_rate = 1.0
+    for _ in range(10):
+        assert (await cache.get(INSTANCE_ID)).body == good.body
+    assert gets(emulator, INSTANCE_ID) == 2  # the first, and one failed refresh
+    assert cache.statistics()["held_off"] == 9
+    emulator.faults.error_rate = 0.0
+    mock_clock.jump(3)
+    assert (await cache.get(INSTANCE_ID)).source == "live"
+    assert gets(emulator, INSTANCE_ID) == 3
+
+
+async def test_without_a_stale_value_the_failure_is_raised_again_at_once(
+    emulator: Emulator, make_cache: MakeCache, mock_clock: trio.testing.MockClock
+) -> None:
+    cache = make_cache(holdoff=3, max_attempts=1)
+    emulator.faults.fail_next(1, status=500, path=f"/latest/{INSTANCE_ID}")
+    for _ in range(3):
+        with pytest.raises(Unavailable, match="HTTP 500"):
+            await cache.get(INSTANCE_ID)
+    assert gets(emulator, INSTANCE_ID) == 1
+    mock_clock.jump(3)
+    assert (await cache.get(INSTANCE_ID)).source == "live"
+
+
+async def test_a_stalled_imds_costs_one_reader_the_deadline_not_every_reader(
+    emulator: Emulator, make_cache: MakeCache
+) -> None:
+    cache = make_cache("**=0.2", holdoff=2, deadline=0.5)
+    good = await cache.get(INSTANCE_ID)
+    await trio.sleep(0.25)
+    emulator.faults.stall_next(100, seconds=30, path=f"/latest/{INSTANCE_ID}")
+    started = trio.current_time()
+    assert (await cache.get(INSTANCE_ID)).source == "stale"
+    assert 0.4 < trio.current_time() - started < 1.5  # this reader waited out the deadline
+    for _ in range(20):
+        started = trio.current_time()
+        assert (await cache.get(INSTANCE_ID)).body == good.body
+        assert trio.current_time() - started < 0.1  # the others do not
+    assert gets(emulator, INSTANCE_ID) == 2
+
+
+async def test_invalidate_ends_the_holdoff(
+    emulator: Emulator, make_cache: MakeCache, mock_clock: trio.testing.MockClock
+) -> None:
+    cache = make_cache(holdoff=60, max_attempts=1)
+    emulator.faults.fail_next(1, status=500, path=f"/latest/{INSTANCE_ID}")
+    with pytest.raises(Unavailable):
+        await cache.get(INSTANCE_ID)
+    cache.invalidate()
+    assert (await cache.get(INSTANCE_ID)).source == "live"
+
+
+def test_a_negative_holdoff_is_a_config_error() -> None:
+    client = ImdsClient(ClientConfig(endpoint="http://127.0.0.1:9"), environ={})
+    with pytest.raises(ConfigError, match="holdoff"):
+        MetadataCache(client, TtlPolicy(), holdoff=-1)
 
 
 # -- changed_at, peek, invalidate, statistics ----------------------------------------------

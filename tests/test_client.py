@@ -227,7 +227,7 @@ async def test_hop_limit_gives_a_token_error_that_says_how_to_fix_it(
     with pytest.raises(TokenError, match="hop limit") as caught:
         await client.get(INSTANCE_ID)
     assert "--http-put-response-hop-limit 2" in str(caught.value)
-    assert puts(emulator) == 1  # an unanswered PUT is not retried
+    assert puts(emulator) == 2  # one retry: a single unanswered PUT may be a stall
     assert gets(emulator) == 0
 
 
@@ -238,6 +238,15 @@ async def test_token_request_rejected_as_malformed_is_a_token_error(
     with pytest.raises(TokenError, match="400"):
         await make_client(emulator).get(INSTANCE_ID)
     assert gets(emulator) == 0
+
+
+async def test_one_stalled_token_request_is_retried_not_taken_for_the_hop_limit(
+    emulator: Emulator, make_client: MakeClient
+) -> None:
+    emulator.faults.stall_next(1, seconds=30, path=TOKEN_PATH)
+    client = make_client(emulator, read_timeout=0.3)
+    assert (await client.get(INSTANCE_ID)).body == emulator.get_bytes(INSTANCE_ID)
+    assert puts(emulator) == 2
 
 
 async def test_token_request_server_error_is_retried(
@@ -267,6 +276,42 @@ async def test_tokens_never_appear_in_logs(
     for token in (first, second):
         assert token not in caplog.text
         assert all(token not in repr(r.args) for r in caplog.records)
+
+
+async def test_a_token_error_is_remembered_so_reads_fail_fast_for_a_while(
+    emulator: Emulator, make_client: MakeClient
+) -> None:
+    emulator.hop_limit_exceeded = True
+    client = make_client(emulator, read_timeout=0.3, token_retry_after=1.0)
+    with pytest.raises(TokenError, match="hop limit"):
+        await client.get(INSTANCE_ID)
+    for _ in range(10):
+        started = trio.current_time()
+        with pytest.raises(TokenError, match="hop limit"):
+            await client.get(INSTANCE_ID)
+        assert trio.current_time() - started < 0.1  # not another 0.3 s wait on the PUT
+    assert puts(emulator) == 2  # the PUT and its retry
+    emulator.hop_limit_exceeded = False
+    await trio.sleep(1.0)
+    assert (await client.get(INSTANCE_ID)).body == emulator.get_bytes(INSTANCE_ID)
+    assert puts(emulator) == 3
+
+
+async def test_a_token_response_without_its_ttl_header_is_used_for_the_ttl_asked(
+    emulator: Emulator, make_client: MakeClient
+) -> None:
+    emulator.token_ttl_header = False
+    client = make_client(emulator, token_ttl=60)
+    for _ in range(3):
+        assert (await client.get(INSTANCE_ID)).body == emulator.get_bytes(INSTANCE_ID)
+    assert puts(emulator) == 1
+
+
+async def test_an_oversized_token_is_refused(emulator: Emulator, make_client: MakeClient) -> None:
+    emulator.set_raw("api/token", b"t" * 5000)
+    with pytest.raises(TokenError, match="unusable token"):
+        await make_client(emulator).get(INSTANCE_ID)
+    assert gets(emulator) == 0
 
 
 # -- IMDSv1 fallback -----------------------------------------------------------------------
@@ -495,6 +540,25 @@ async def test_statistics_count_calls_requests_retries_and_errors(
     assert stats["retries"] == 1
     assert stats["errors.not_found"] == 1
     assert stats["errors.unavailable"] == stats["errors.throttled"] == 0
+
+
+async def test_a_200_html_page_is_not_a_value(emulator: Emulator, make_client: MakeClient) -> None:
+    emulator.set_raw(INSTANCE_ID, b"<html>Sign in to continue</html>", content_type="text/html")
+    with pytest.raises(Unavailable, match="HTML"):
+        await make_client(emulator).get(INSTANCE_ID)
+    assert gets(emulator) == 1  # something in the way will not change its mind on a retry
+
+
+@pytest.mark.parametrize("path", [INSTANCE_ID, "api/token"])
+async def test_redirects_are_not_followed(
+    emulator: Emulator, make_emulator: Callable[..., Emulator], make_client: MakeClient, path: str
+) -> None:
+    elsewhere = make_emulator()
+    target = f"{elsewhere.url}/latest/{path}"
+    emulator.set_raw(path, status=302, headers={"Location": target})
+    with pytest.raises(Unavailable, match="302"):
+        await make_client(emulator).get(INSTANCE_ID)
+    assert elsewhere.counters.total == 0
 
 
 # -- configuration -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import get_args
 
 from ._document import InstanceDocument, default_document
 from ._instance import EVENT_CODES, SPOT_ACTIONS, LiveInstance
-from ._protocol import ImdsService, TokenMode
+from ._protocol import ImdsService, Response, TokenMode
 from ._server import ImdsHttpServer
 from ._state import Counters, Faults, TokenStore
 
@@ -149,6 +149,15 @@ class Emulator:
         self._service.hop_limit_exceeded = value
 
     @property
+    def token_ttl_header(self) -> bool:
+        """When False, token PUTs are answered without the granted-TTL header (broken IMDS)."""
+        return self._service.token_ttl_header
+
+    @token_ttl_header.setter
+    def token_ttl_header(self, value: bool) -> None:
+        self._service.token_ttl_header = value
+
+    @property
     def faults(self) -> Faults:
         return self._faults
 
@@ -183,6 +192,47 @@ class Emulator:
         if body is None:
             raise KeyError(path)
         return body
+
+    def set_raw(
+        self,
+        path: str,
+        body: bytes = b"",
+        *,
+        status: int = 200,
+        content_type: str = "text/plain",
+        headers: Mapping[str, str] | None = None,
+        trickle: float = 0.0,
+        endless: bool = False,
+    ) -> None:
+        """Answer every request for ``/latest/<path>`` with exactly this, whatever its method
+        or token: a hostile or broken IMDS (an HTML page with 200, a redirect, a huge body).
+
+        ``trickle`` sends the body one byte at a time, that many seconds apart; ``endless``
+        repeats it until the client hangs up, without a Content-Length (a slowloris).
+        ``path`` may be ``api/token``. ``clear_raw`` restores the faithful answer.
+        """
+        if trickle < 0:
+            raise ValueError("trickle must be >= 0 seconds")
+        self._service.overrides[f"/latest/{path}"] = Response(
+            status,
+            body,
+            content_type,
+            tuple((headers or {}).items()),
+            trickle=trickle,
+            endless=endless,
+        )
+
+    def clear_raw(self, path: str | None = None) -> None:
+        """Drop the ``set_raw`` answer for ``path`` (KeyError if none), or every one."""
+        if path is None:
+            self._service.overrides.clear()
+        else:
+            del self._service.overrides[f"/latest/{path}"]
+
+    def issued_tokens(self) -> list[str]:
+        """Every token value issued so far: what a test looks for in logs that must not
+        hold it."""
+        return self._tokens.issued()
 
     def revoke_tokens(self) -> None:
         """Every token issued so far gets 401 from now on."""

@@ -55,6 +55,9 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain"
     headers: tuple[tuple[str, str], ...] = ()
+    # Hostile answers only (``Emulator.set_raw``); real IMDS sends its body at once.
+    trickle: float = 0.0  # > 0: send the body one byte at a time, this many seconds apart
+    endless: bool = False  # repeat the body until the client hangs up (no Content-Length)
 
 
 class ImdsService:
@@ -75,6 +78,9 @@ class ImdsService:
         self.token_mode: TokenMode = token_mode
         self.enabled = enabled
         self.hop_limit_exceeded = False
+        self.token_ttl_header = True  # False: a broken IMDS that omits the granted TTL
+        # Canned answers by request path, served whatever the request: hostile-IMDS tests.
+        self.overrides: dict[str, Response] = {}
         # Real IMDS sends one Last-Modified for every leaf (boot or refresh time).
         self.last_modified = formatdate(usegmt=True)
 
@@ -83,6 +89,9 @@ class ImdsService:
 
         ``headers`` maps lower-case header names to values.
         """
+        override = self.overrides.get(path)
+        if override is not None:
+            return override
         if not self.enabled or "x-forwarded-for" in headers:
             return Response(403)
         if path == TOKEN_PATH:
@@ -113,7 +122,8 @@ class ImdsService:
             return None  # the answer would die in transit: the client just waits
         token = self.tokens.issue(ttl)
         self.counters.token_issued()
-        return Response(200, token.encode(), headers=((TTL_RESPONSE_HEADER, str(ttl)),))
+        granted = ((TTL_RESPONSE_HEADER, str(ttl)),) if self.token_ttl_header else ()
+        return Response(200, token.encode(), headers=granted)
 
     def _check_token(self, headers: Mapping[str, str]) -> int | Literal["refused"] | None:
         """Remaining TTL of the request's token; None if it carries none and may go without."""

@@ -96,8 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
         record = self.server.service.counters.arrived(self.command, path)
         plan = self.server.plan_faults(self.command, path)
         if not self._wait(plan.delay):
+            self.server.service.counters.answered(record, 0)  # before the client can see it
             self._abandon()
-            self.server.service.counters.answered(record, 0)
             return
         if plan.reset:
             self.server.service.counters.answered(record, 0)
@@ -122,16 +122,32 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", response.content_type)
         for name, value in response.headers:
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
+        if not response.endless:  # an endless body is delimited by the close that never comes
+            self.send_header("Content-Length", str(len(response.body)))
         self.send_header("Date", self.date_time_string())
         self.send_header("Server", self.version_string())
         self.send_header("Connection", "close")
         try:
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(response.body)
+                self._write_body(response)
         except OSError as error:  # the client went away mid-response: its problem, not ours
             log.debug("emulator: client disconnected while answering: %s", error)
+
+    def _write_body(self, response: Response) -> None:
+        """The body at once, or (hostile overrides) byte by byte and possibly forever."""
+        if not (response.trickle or response.endless):
+            self.wfile.write(response.body)
+            return
+        step = 1 if response.trickle else max(1, len(response.body))
+        while True:
+            for start in range(0, len(response.body), step):
+                self.wfile.write(response.body[start : start + step])
+                self.wfile.flush()
+                if response.trickle and not self._wait(response.trickle):
+                    return
+            if not response.endless or not self._wait(_POLL):
+                return
 
     def _header_map(self) -> dict[str, str]:
         """Lower-case header names; the first occurrence wins, as with ``Message.get``."""

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -55,6 +56,7 @@ class TokenStore:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._expiry: dict[str, float] = {}
+        self._issued: list[str] = []
         self._lock = threading.Lock()
 
     def issue(self, ttl: int) -> str:
@@ -62,7 +64,13 @@ class TokenStore:
         token = base64.urlsafe_b64encode(os.urandom(40)).decode()
         with self._lock:
             self._expiry[token] = self._clock() + ttl
+            self._issued.append(token)
         return token
+
+    def issued(self) -> list[str]:
+        """Every token issued so far, revoked or not: what a leak test looks for in logs."""
+        with self._lock:
+            return list(self._issued)
 
     def remaining(self, token: str) -> int | None:
         """Whole seconds the token has left (rounded up), or None if unknown or expired."""
@@ -100,6 +108,12 @@ class Counters:
     def tokens_issued(self) -> int:
         with self._lock:
             return self._tokens_issued
+
+    @property
+    def total(self) -> int:
+        """Requests received so far; cheap, for sampling a request rate."""
+        with self._lock:
+            return len(self._records)
 
     def count(
         self, method: str | None = None, path: str | None = None, status: int | None = None
@@ -182,9 +196,15 @@ class Faults:
     stall_seconds: float = 30.0
     include_token: bool = False
     _one_shots: list[_OneShot] = field(default_factory=list, init=False, repr=False, compare=False)
+    _injected: Counter[str] = field(default_factory=Counter, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
+
+    def injected(self) -> dict[str, int]:
+        """How many of each fault were injected so far: fail, reset, throttle, stall."""
+        with self._lock:
+            return dict(self._injected)
 
     def fail_next(self, n: int = 1, status: int = 500, path: str = "*") -> None:
         self._add(_OneShot("fail", n, path, status=status))
@@ -202,23 +222,33 @@ class Faults:
 
     def plan(self, method: str, path: str, rng: random.Random) -> FaultPlan:
         """Decide the faults for one arriving request (the one-shots first, then the rates)."""
+        kind, plan = self._decide(method, path, rng)
+        if kind is not None:
+            with self._lock:
+                self._injected[kind] += 1
+        return plan
+
+    def _decide(
+        self, method: str, path: str, rng: random.Random
+    ) -> tuple[FaultKind | None, FaultPlan]:
         one_shot = self._take_one_shot(path)
         if one_shot is not None:
-            return self._plan_one_shot(one_shot)
+            return one_shot.kind, self._plan_one_shot(one_shot)
         is_token_put = method == "PUT" and path == TOKEN_PATH
         if not (method in ("GET", "HEAD") or (is_token_put and self.include_token)):
-            return FaultPlan(delay=self.latency)
+            return None, FaultPlan(delay=self.latency)
         # One draw per rate, always in this order, so a seed gives a repeatable sequence.
         draws = [rng.random() for _ in range(4)]
         if draws[0] < self.reset_rate:
-            return FaultPlan(delay=self.latency, reset=True)
+            return "reset", FaultPlan(delay=self.latency, reset=True)
         if draws[1] < self.throttle_rate:
             status, retry_after = self.throttle_status, self.retry_after
-            return FaultPlan(delay=self.latency, status=status, retry_after=retry_after)
+            return "throttle", FaultPlan(delay=self.latency, status=status, retry_after=retry_after)
         if draws[2] < self.error_rate:
-            return FaultPlan(delay=self.latency, status=500)
-        stall = self.stall_seconds if draws[3] < self.stall_rate else 0.0
-        return FaultPlan(delay=self.latency + stall)
+            return "fail", FaultPlan(delay=self.latency, status=500)
+        if draws[3] < self.stall_rate:
+            return "stall", FaultPlan(delay=self.latency + self.stall_seconds)
+        return None, FaultPlan(delay=self.latency)
 
     def _plan_one_shot(self, one_shot: _OneShot) -> FaultPlan:
         if one_shot.kind == "reset":

@@ -1,0 +1,197 @@
+"""Snapshots: the whole metadata tree in one file, and a mount served from such a file.
+
+``imdsfs dump`` crawls IMDS and writes the emulator's *instance document* format (see the
+README, "Instance document"): directories are objects in listing order, leaves are strings
+when they are UTF-8 and ``{"$base64": ...}`` otherwise, so any bytes survive. The same file
+feeds ``imdsfs emulate --instance`` and ``imdsfs mount --from-snapshot``.
+
+``--from-snapshot`` swaps the network for `SnapshotTransport`, an in-process httpx transport
+that answers from the document. Everything above the transport (tokens, retries, the cache,
+statistics, the filesystem) is the code that runs against real IMDS, so an offline mount
+behaves like a live one; and no port is opened, so the credentials in the file stay behind
+the mount's file modes.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+
+import httpx
+import trio
+
+from ._client import ClientConfig, ImdsClient
+from ._errors import ConfigError, NotFound
+from .emulator import DocumentError, InstanceDocument, load_document
+
+__all__ = ["SNAPSHOT_ENDPOINT", "SnapshotTransport", "crawl", "dump", "open_snapshot"]
+
+log = logging.getLogger(__name__)
+
+# What a snapshot mount reports as its endpoint (logs, user.imds.url). `.invalid` never
+# resolves (RFC 2606), so even a wiring mistake could not send a request anywhere.
+SNAPSHOT_ENDPOINT = "http://snapshot.invalid"
+
+_PUBLIC_KEYS = "meta-data/public-keys/"
+_PUBLIC_KEY_ENTRY = re.compile(r"\d+=.+")  # listed as `0=my-key`, read as `0/`
+_TOP_DIRECTORIES = ("dynamic", "meta-data")  # the order `GET /latest/` lists them
+
+Document = dict[str, object]
+
+
+# -- dump ------------------------------------------------------------------------------------
+
+
+def dump(config: ClientConfig, output: str | None) -> int:
+    """Crawl IMDS and write the document to *output* (a file, mode 0600) or stdout."""
+    document = trio.run(_crawl_with_new_client, config)
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.buffer.write(text.encode())
+        sys.stdout.buffer.flush()
+    else:
+        _write_private(output, text.encode())
+    return 0
+
+
+async def _crawl_with_new_client(config: ClientConfig) -> Document:
+    async with ImdsClient(config) as client:
+        return await crawl(client)
+
+
+async def crawl(client: ImdsClient) -> Document:
+    """The whole tree as an instance document, checked to load back as one.
+
+    Requests run concurrently; the client bounds how many are in flight. A path listed but
+    gone by the time it is read (404) is left out; any other failure fails the dump, since a
+    snapshot silently missing a subtree would be worse than none.
+    """
+    document: Document = {}
+    for name in _TOP_DIRECTORIES:
+        try:
+            document[name] = await _directory(client, f"{name}/")
+        except NotFound:
+            log.info("IMDS has no /latest/%s/", name)
+    with contextlib.suppress(NotFound):  # NotFound: an instance launched without user data
+        document["user-data"] = _leaf((await client.get("user-data")).body)
+    try:
+        InstanceDocument.from_dict(document, source="the dump")
+    except DocumentError as exc:
+        raise ConfigError(f"IMDS served a tree the snapshot format cannot hold: {exc}") from None
+    return document
+
+
+async def _directory(client: ImdsClient, path: str) -> Document:
+    entries = _listing_entries((await client.get(path)).body, path)
+    values: Document = {}
+
+    async def fetch(key: str, child: str) -> None:
+        try:
+            if child.endswith("/"):
+                values[key] = await _directory(client, child)
+            else:
+                values[key] = _leaf((await client.get(child)).body)
+        except NotFound:
+            log.warning("/latest/%s is listed but answers 404; left out", child)
+        except ConfigError as exc:  # a name imdsfs refuses to put in a URL (%, ?, #, ...)
+            log.warning("%s; left out", exc)
+
+    async with trio.open_nursery() as nursery:
+        for key, child in entries:
+            nursery.start_soon(fetch, key, child)
+    return {key: values[key] for key, _ in entries if key in values}  # listing order
+
+
+def _listing_entries(body: bytes, parent: str) -> list[tuple[str, str]]:
+    """``(document key, IMDS path)`` per listing line; a directory's path ends in ``/``.
+
+    Keys are the listed names, so the document lists exactly what IMDS listed. Names that
+    are not UTF-8 or not a plain path segment cannot be keys (nor be requested) and are
+    left out with a warning.
+    """
+    entries: dict[str, str] = {}
+    for line in body.split(b"\n"):
+        try:
+            name = line.decode()
+        except UnicodeDecodeError:
+            log.warning("/latest/%s lists a name that is not UTF-8: %r; left out", parent, line)
+            continue
+        key = name.removesuffix("/")
+        if key in ("", ".", "..") or "/" in key or "\r" in key or key in entries:
+            if name:
+                log.warning("/latest/%s lists an unusable name %r; left out", parent, name)
+            continue
+        if parent == _PUBLIC_KEYS and _PUBLIC_KEY_ENTRY.fullmatch(key):
+            entries[key] = f"{parent}{key.split('=', 1)[0]}/"
+        else:
+            entries[key] = parent + name
+    return list(entries.items())
+
+
+def _leaf(body: bytes) -> object:
+    """A string when the bytes are UTF-8 (JSON carries any such text exactly), else base64."""
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        return {"$base64": base64.b64encode(body).decode()}
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """Write atomically, readable by the owner only: a snapshot holds credentials."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".imdsfs-dump-")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+# -- serving a snapshot ----------------------------------------------------------------------
+
+
+def open_snapshot(path: str) -> SnapshotTransport:
+    """Load and check an instance document; ConfigError with the problem's place if bad."""
+    try:
+        document = load_document(path)
+    except DocumentError as exc:
+        raise ConfigError(f"snapshot {exc}") from None
+    log.info("serving the snapshot %s; IMDS is not asked", path)
+    return SnapshotTransport(document)
+
+
+class SnapshotTransport(httpx.AsyncBaseTransport):
+    """Answers IMDS requests from an instance document held in memory.
+
+    A token PUT gets a token (the document has no protocol state to protect); a GET under
+    ``/latest/`` gets what the emulator would serve for that document (listings, the
+    ``public-keys`` quirk) or a 404. The document never changes, so neither does the mount.
+    """
+
+    def __init__(self, document: InstanceDocument) -> None:
+        self._document = document
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "PUT" and path == "/latest/api/token":
+            ttl = request.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "21600")
+            headers = {"X-aws-ec2-metadata-token-ttl-seconds": ttl}
+            return _response(200, b"snapshot-token", headers)
+        body = None
+        if request.method == "GET" and path.startswith("/latest/"):
+            body = self._document.read(path.removeprefix("/latest/"))
+        return _response(404, b"") if body is None else _response(200, body)
+
+
+def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    """A response still to be read, as off the network: the client streams every body."""
+    headers = {**(headers or {}), "Content-Length": str(len(body))}
+    return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body))

@@ -1,0 +1,437 @@
+#!/usr/bin/env python3
+"""make bench: imdsfs against what users do today, measured in one run, reported as ratios.
+
+Baselines, each run in this same process against the same emulator (loopback, with an
+injected per-request latency standing in for the link-local hop):
+
+1. warm reads: ``cat`` of a mounted file vs ``cat`` of the same bytes on tmpfs, and an
+   in-process open/read/close loop on both;
+2. the script habit: ``curl -X PUT`` a token + ``curl`` the value, per read, vs ``cat``;
+3. a cold full tree: a fresh mount walked and read in full vs a sequential crawler
+   (cloud-init's if importable, else a faithful copy of its walk) and a sequential httpx crawl;
+4. fan-out: 64 processes reading one cold path at once (HTTP GETs for it: target 1);
+5. the daemon's peak RSS with the whole tree cached.
+
+Writes ``bench/results.json`` and the README's Performance section. Stdlib + imdsfs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from imdsfs.emulator import Emulator
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN_TTL = "X-aws-ec2-metadata-token-ttl-seconds"
+TOKEN = "X-aws-ec2-metadata-token"
+README_START = "<!-- bench:start -->"
+README_END = "<!-- bench:end -->"
+
+
+@dataclass
+class Result:
+    name: str
+    imdsfs: float
+    baseline: float
+    baseline_name: str
+    unit: str
+    target: str
+    met: bool
+    notes: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.imdsfs / self.baseline if self.baseline else float("inf")
+
+
+# --- mounting ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def mounted(emulator: Emulator, *args: str) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+    """A fresh imdsfs mount in the foreground; unmounted on exit."""
+    path = Path(tempfile.mkdtemp(prefix="imdsfs-bench-"))
+    argv = [sys.executable, "-m", "imdsfs", "mount", "-f", "--endpoint", emulator.url, *args]
+    process = subprocess.Popen([*argv, str(path)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not os.path.ismount(path):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"bench: imdsfs did not mount (exit {process.poll()})")
+            time.sleep(0.01)
+        yield path, process
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False)
+        process.wait(timeout=10)
+        path.rmdir()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- timing helpers ---------------------------------------------------------------------------
+
+
+def per_call(fn: Callable[[], object], n: int, rounds: int = 5) -> float:
+    """Median over rounds of the mean time per call, in seconds."""
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(n):
+            fn()
+        samples.append((time.perf_counter() - started) / n)
+    return statistics.median(samples)
+
+
+def interleaved(a: Callable[[], float], b: Callable[[], float], rounds: int) -> tuple[float, float]:
+    """Alternate the two measurements so machine noise hits both alike; medians."""
+    xs, ys = [], []
+    for _ in range(rounds):
+        xs.append(a())
+        ys.append(b())
+    return statistics.median(xs), statistics.median(ys)
+
+
+def read_loop(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    os.read(fd, 65536)
+    os.close(fd)
+
+
+def cat(path: Path) -> None:
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+
+
+# --- 1 and 2: warm reads ----------------------------------------------------------------------
+
+
+def bench_warm(emulator: Emulator, mount: Path, tmpfs: Path, n: int) -> list[Result]:
+    value = emulator.get_bytes("meta-data/instance-id")
+    plain = tmpfs / "instance-id"
+    plain.write_bytes(value)
+    leaf = mount / "instance-id"
+    assert leaf.read_bytes() == value
+    fuse_cat, tmpfs_cat = interleaved(
+        lambda: per_call(lambda: cat(leaf), n // 5, 1),
+        lambda: per_call(lambda: cat(plain), n // 5, 1),
+        5,
+    )
+    fuse_loop, tmpfs_loop = interleaved(
+        lambda: per_call(lambda: read_loop(leaf), n * 10, 1),
+        lambda: per_call(lambda: read_loop(plain), n * 10, 1),
+        5,
+    )
+    return [
+        Result(
+            "warm cat",
+            fuse_cat * 1e3,
+            tmpfs_cat * 1e3,
+            "cat on tmpfs",
+            "ms",
+            "<= 1.1x",
+            fuse_cat <= 1.1 * tmpfs_cat,
+        ),
+        Result(
+            "warm open/read/close (in process)",
+            fuse_loop * 1e6,
+            tmpfs_loop * 1e6,
+            "same loop on tmpfs",
+            "us",
+            "<= 5x",
+            fuse_loop <= 5 * tmpfs_loop,
+        ),
+    ]
+
+
+def bench_curl(emulator: Emulator, mount: Path, n: int) -> Result | None:
+    if shutil.which("curl") is None:
+        print("bench: curl not installed; skipping the script-habit comparison", file=sys.stderr)
+        return None
+    url = emulator.url + "/latest"
+
+    def curl_pair() -> None:
+        token = subprocess.run(
+            ["curl", "-sf", "-X", "PUT", f"{url}/api/token", "-H", f"{TOKEN_TTL}: 60"],
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        subprocess.run(
+            ["curl", "-sf", f"{url}/meta-data/instance-id", "-H", f"{TOKEN}: {token}"],
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
+
+    leaf = mount / "instance-id"
+    fuse, pair = interleaved(
+        lambda: per_call(lambda: cat(leaf), n // 10, 1), lambda: per_call(curl_pair, n // 10, 1), 5
+    )
+    return Result(
+        "read via the mount vs curl token+GET",
+        fuse * 1e3,
+        pair * 1e3,
+        "curl PUT + curl GET",
+        "ms",
+        ">= 10x faster",
+        pair >= 10 * fuse,
+    )
+
+
+# --- 3: the cold full tree --------------------------------------------------------------------
+
+
+def walk_and_read(mount: Path) -> int:
+    files = 0
+    for directory, _dirs, names in os.walk(mount):
+        for name in names:
+            (Path(directory) / name).read_bytes()
+            files += 1
+    return files
+
+
+def sequential_crawl_urllib(base: str) -> int:
+    """What cloud-init's ``MetadataMaterializer`` does: one token, then one GET per listing and
+    per leaf, strictly in sequence (here with urllib; cloud-init uses requests)."""
+    token_req = urllib.request.Request(
+        f"{base}/latest/api/token", method="PUT", headers={TOKEN_TTL: "21600"}
+    )
+    with urllib.request.urlopen(token_req, timeout=5) as response:
+        token = response.read().decode()
+
+    def get(path: str) -> bytes:
+        request = urllib.request.Request(f"{base}/latest/{path}", headers={TOKEN: token})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return bytes(response.read())
+
+    return _crawl(get, "meta-data/") + _crawl(get, "dynamic/") + (1 if get("user-data") else 0)
+
+
+def sequential_crawl_httpx(base: str) -> int:
+    with httpx.Client(trust_env=False, timeout=5) as client:
+        token = client.put(f"{base}/latest/api/token", headers={TOKEN_TTL: "21600"}).text
+
+        def get(path: str) -> bytes:
+            return client.get(f"{base}/latest/{path}", headers={TOKEN: token}).content
+
+        return _crawl(get, "meta-data/") + _crawl(get, "dynamic/") + (1 if get("user-data") else 0)
+
+
+def _crawl(get: Callable[[str], bytes], directory: str) -> int:
+    files = 0
+    for entry in get(directory).decode().split("\n"):
+        if not entry:
+            continue
+        if directory == "meta-data/public-keys/":
+            entry = entry.split("=", 1)[0] + "/"
+        if entry.endswith("/"):
+            files += _crawl(get, directory + entry)
+        else:
+            get(directory + entry)
+            files += 1
+    return files
+
+
+def cloud_init_crawler() -> tuple[str, Callable[[str], int]]:
+    try:
+        from cloudinit.sources.helpers import ec2  # type: ignore[import-not-found]
+    except ImportError:
+        return "sequential crawl (cloud-init's walk, urllib)", sequential_crawl_urllib
+
+    def crawl(base: str) -> int:
+        token = httpx.put(f"{base}/latest/api/token", headers={TOKEN_TTL: "21600"}).text
+        data = ec2.get_instance_metadata("latest", base, headers_cb=lambda url: {TOKEN: token})
+        return len(json.dumps(data))
+
+    return "cloud-init get_instance_metadata", crawl
+
+
+def bench_cold_tree(emulator: Emulator, repeats: int) -> list[Result]:
+    name, crawler = cloud_init_crawler()
+
+    def timed(fn: Callable[[], object]) -> tuple[float, int]:
+        emulator.counters.reset()
+        started = time.perf_counter()
+        fn()
+        return time.perf_counter() - started, emulator.counters.count()
+
+    daemon_cpu: list[float] = []
+
+    def imdsfs_cold(*args: str) -> tuple[float, int]:
+        with mounted(emulator, *args) as (mount, process):
+            cpu = cpu_seconds(process.pid)
+            result = timed(lambda: walk_and_read(mount))
+            daemon_cpu.append(cpu_seconds(process.pid) - cpu)
+            return result
+
+    results = []
+    crawls = [timed(lambda: crawler(emulator.url)) for _ in range(repeats)]
+    httpx_crawls = [timed(lambda: sequential_crawl_httpx(emulator.url)) for _ in range(repeats)]
+    crawl_t, crawl_n = statistics.median(c[0] for c in crawls), crawls[0][1]
+    httpx_t, httpx_n = statistics.median(c[0] for c in httpx_crawls), httpx_crawls[0][1]
+    for label, args in (("cold full tree", ()), ("cold full tree, --prefetch", ("--prefetch",))):
+        daemon_cpu.clear()
+        runs = [imdsfs_cold(*args) for _ in range(repeats)]
+        t, n = statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+        notes = {
+            "imdsfs_requests": n,
+            "crawler_requests": crawl_n,
+            "httpx_requests": httpx_n,
+            "httpx_seconds": round(httpx_t, 4),
+            "daemon_cpu_seconds": round(statistics.median(daemon_cpu), 4),
+        }
+        met = crawl_t >= 5 * t and n <= crawl_n
+        results.append(
+            Result(
+                label, t * 1e3, crawl_t * 1e3, name, "ms", ">= 5x faster, <= requests", met, notes
+            )
+        )
+    return results
+
+
+# --- 4 and 5: fan-out and memory --------------------------------------------------------------
+
+
+def _reader(path: str, barrier: multiprocessing.synchronize.Barrier) -> None:  # type: ignore[name-defined]
+    barrier.wait()
+    Path(path).read_bytes()
+
+
+def bench_fan_out(emulator: Emulator) -> Result:
+    with mounted(emulator) as (mount, _process):
+        (mount / "placement").stat()  # the directory is known; its listing and values are cold
+        emulator.counters.reset()
+        path = "/latest/meta-data/placement/availability-zone-id"
+        barrier = multiprocessing.Barrier(64)
+        readers = [
+            multiprocessing.Process(
+                target=_reader, args=(str(mount / "placement/availability-zone-id"), barrier)
+            )
+            for _ in range(64)
+        ]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+        gets = emulator.counters.count("GET", path)
+        puts = emulator.counters.count("PUT")
+    return Result(
+        "fan-out: 64 readers of one cold path",
+        gets,
+        1,
+        "one GET",
+        "GETs",
+        "== 1",
+        gets == 1,
+        {"token_puts": puts},
+    )
+
+
+def bench_rss(emulator: Emulator) -> Result:
+    with mounted(emulator) as (mount, process):
+        walk_and_read(mount)
+        walk_and_read(mount)
+        rss = peak_rss_mib(process.pid)
+    return Result(
+        "daemon peak RSS, whole tree cached",
+        rss,
+        60,
+        "60 MiB budget",
+        "MiB",
+        "<= 60 MiB",
+        rss <= 60,
+    )
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| Measure | imdsfs | Baseline | Ratio | Target | Met | Notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.name} | {r.imdsfs:.3g} {r.unit} | {r.baseline:.3g} {r.unit} ({r.baseline_name}) "
+            f"| {r.ratio:.2f}x | {r.target} | {'yes' if r.met else 'NO'} "
+            f"| {', '.join(f'{k}={v}' for k, v in r.notes.items())} |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(markdown: str, latency_ms: float) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    section = (
+        f"{README_START}\n_Last `make bench`: emulator on loopback with {latency_ms:g} ms "
+        f"injected per request, {os.cpu_count()} CPUs. Ratio = imdsfs ÷ baseline._\n\n"
+        f"{markdown}\n{README_END}"
+    )
+    if README_START in text:
+        before, rest = text.split(README_START, 1)
+        text = before + section + rest.split(README_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + f"\n\n## Performance\n\n{section}\n"
+    readme.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=1.0, help="ms injected per request (1)")
+    parser.add_argument("-n", type=int, default=500, help="reads per warm measurement (500)")
+    parser.add_argument("--repeats", type=int, default=3, help="cold-tree runs per side (3)")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    args = parser.parse_args()
+
+    results: list[Result] = []
+    with Emulator() as emulator:
+        emulator.faults.latency = args.latency / 1000
+        tmpfs = Path(tempfile.mkdtemp(prefix="imdsfs-bench-", dir="/dev/shm"))
+        try:
+            with mounted(emulator) as (mount, _process):
+                results += bench_warm(emulator, mount, tmpfs, args.n)
+                curl = bench_curl(emulator, mount, args.n)
+                results += [curl] if curl else []
+        finally:
+            shutil.rmtree(tmpfs)
+        results += bench_cold_tree(emulator, args.repeats)
+        results.append(bench_fan_out(emulator))
+        results.append(bench_rss(emulator))
+
+    markdown = table(results)
+    print(markdown)
+    out = ROOT / "bench" / "results.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps([{**r.__dict__, "ratio": r.ratio} for r in results], indent=2) + "\n")
+    if not args.no_readme:
+        update_readme(markdown, args.latency)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""A hostile or broken IMDS, served by the emulator's ``set_raw``, seen through a real mount.
+
+Whatever IMDS sends, the daemon must stay up, no name may lead out of the mount, no reader
+may wait past the deadline, and each problem is logged once with the IMDS path. The daemon's
+log is also checked for tracebacks at teardown (``make_mount``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imdsfs._tree import parse_listing
+from imdsfs.emulator import Emulator
+
+from .conftest import Mounted
+
+DEADLINE = 2.0
+MARGIN = 1.0  # hang guard: scheduling and process start-up, not a performance target
+# Short TTLs, so a test sees IMDS's next answer without waiting for the defaults.
+FAST = ("--deadline", str(DEADLINE), "--ttl", "**=0.2", "--ttl", "negative=0.2")
+MiB = 1 << 20
+
+MakeMount = Callable[..., Mounted]
+
+
+def timed_errno(operation: Callable[[], object]) -> tuple[int | None, float]:
+    """(errno or None on success, seconds taken) of one operation on the mount."""
+    started = time.monotonic()
+    try:
+        operation()
+    except OSError as exc:
+        return exc.errno, time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+def warnings_about(mounted: Mounted, imds_path: str) -> list[str]:
+    return [
+        line
+        for line in mounted.log().splitlines()
+        if " WARNING " in line and f"/latest/{imds_path}" in line
+    ]
+
+
+def assert_alive(mounted: Mounted) -> None:
+    assert mounted.process.poll() is None, mounted.log()
+    os.statvfs(mounted.path)  # answered by the daemon itself
+
+
+# --- listings ---------------------------------------------------------------------------------
+
+TAGS = "meta-data/tags/instance/"
+HOSTILE_NAMES = [
+    b".",
+    b"..",
+    b"./",
+    b"../",
+    b"",  # an empty line inside the listing
+    b"a/b",
+    b"../../../etc/passwd",
+    b"nul\0name",
+    b"x" * 300,
+    b"\xff\xfe-not-utf8",
+    b"query?x",
+    b"percent%2e%2e",
+    b"back\\slash",
+    b"tab\tname",
+]
+# 12 distinct unusable names ("./" and "../" repeat "." and ".."), plus the duplicates "dup"
+# and "both/".
+EXPECTED_WARNINGS = 14
+
+
+def hostile_listing() -> bytes:
+    return b"\n".join([b"good", b"dup", *HOSTILE_NAMES, b"dup", b"both", b"both/"])
+
+
+def test_a_hostile_listing_shows_only_usable_names_each_warned_once(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    for name in ("good", "dup", "both"):
+        emulator.set(f"{TAGS}{name}", f"value of {name}")
+    emulator.set_raw(TAGS, hostile_listing())
+    mounted = make_mount(emulator, *FAST)
+    tags = mounted.path / "tags" / "instance"
+    for _ in range(3):  # the listing is fetched and parsed again each time (TTL 0.2 s)
+        assert sorted(os.listdir(tags)) == ["both", "dup", "good"]
+        for name in ("good", "dup", "both"):  # "both" is the leaf: the first entry wins
+            assert (tags / name).read_bytes() == f"value of {name}".encode()
+        time.sleep(0.3)
+    assert emulator.counters.count(method="GET", path=f"/latest/{TAGS}") >= 3
+    skipped = [line for line in warnings_about(mounted, TAGS) if "skipping entry" in line]
+    assert len(skipped) == EXPECTED_WARNINGS, "\n".join(skipped)
+    assert_alive(mounted)
+
+
+def test_no_listed_name_leads_out_of_the_mount(make_mount: MakeMount, emulator: Emulator) -> None:
+    emulator.set_raw(
+        "meta-data/public-keys/",
+        b"0=good-key\n1=../../etc\n0=..\n0=/abs\n2=.\n../3=x\n4=a/b",
+    )
+    mounted = make_mount(emulator, *FAST)
+    keys = mounted.path / "public-keys"
+    assert sorted(os.listdir(keys)) == ["0", "1", "2", "4", "good-key"]
+    assert os.readlink(keys / "good-key") == "0"
+    for directory, subdirs, files in os.walk(mounted.path, followlinks=True):
+        for name in [*subdirs, *files]:
+            path = Path(directory, name)
+            assert Path(os.path.realpath(path)).is_relative_to(mounted.path), path
+            if path.is_symlink():
+                assert re.fullmatch(r"\d+", os.readlink(path)), path
+    assert_alive(mounted)
+
+
+@pytest.mark.parametrize(
+    ("hostile", "kept", "warned"),
+    [
+        (b"ok\nq?x\n#frag\n%2e%2e\nback\\slash\nbell\x07", ["ok"], 5),
+        (b"ok\n\nalso-ok", ["ok", "also-ok"], 1),
+        (b"ok\nok/\nok", ["ok"], 1),  # one name, one warning, however often it repeats
+    ],
+    ids=["unfetchable", "empty-line", "duplicates"],
+)
+def test_the_parser_skips_unfetchable_empty_and_repeated_names_warning_once(
+    hostile: bytes, kept: list[str], warned: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    parent = f"meta-data/hostile-{warned}-{len(hostile)}/"  # warnings are once per path+name
+    for _ in range(3):
+        assert [e.name for e in parse_listing(hostile, parent)] == kept
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == warned
+    assert all(f"/latest/{parent}" in message for message in warnings)
+
+
+def test_a_trailing_newline_is_not_an_empty_entry(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    assert [e.name for e in parse_listing(b"a\nb/\n", "meta-data/trailing/")] == ["a", "b"]
+    assert parse_listing(b"", "meta-data/trailing/") == []
+    assert caplog.records == []
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "until-close"])
+def test_a_10_mib_value_is_efbig_fast_and_logged_once(
+    make_mount: MakeMount, emulator: Emulator, declared: bool
+) -> None:
+    emulator.set_raw("meta-data/ami-id", b"x" * (10 * MiB), endless=not declared)
+    mounted = make_mount(emulator, *FAST)
+    for _ in range(3):
+        error, seconds = timed_errno(lambda: (mounted.path / "ami-id").read_bytes())
+        assert error == errno.EFBIG
+        assert seconds < DEADLINE + MARGIN
+        time.sleep(0.3)
+    assert len(warnings_about(mounted, "meta-data/ami-id")) == 1, mounted.log()
+    # The rest of the tree is unaffected.
+    assert (mounted.path / "instance-id").read_bytes() == emulator.get_bytes(
+        "meta-data/instance-id"
+    )
+    assert "ami-id" in os.listdir(mounted.path)
+    assert_alive(mounted)
+
+
+def test_binary_and_non_utf8_values_are_served_byte_for_byte(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    value = bytes(range(256)) + b"\xff\xfe\x00\r\n"
+    emulator.set(f"{TAGS}binary", value)
+    mounted = make_mount(emulator, *FAST)
+    assert (mounted.path / "tags/instance/binary").read_bytes() == value
+    assert (mounted.path / "tags/instance/binary").stat().st_size == len(value)
+
+
+def test_an_html_page_with_200_is_never_served_as_a_value(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    html = b"<html><body>Please sign in to the network</body></html>"
+    mounted = make_mount(emulator, *FAST)
+    instance_id = emulator.get_bytes("meta-data/instance-id")
+    placement = sorted(os.listdir(mounted.path / "placement"))
+    assert (mounted.path / "instance-id").read_bytes() == instance_id
+    for path in ("meta-data/instance-id", "meta-data/placement/", "meta-data/ami-id"):
+        emulator.set_raw(path, html, content_type="text/html; charset=utf-8")
+    time.sleep(0.3)  # past the TTL: the next reads ask IMDS and get the page
+    for _ in range(3):
+        assert (mounted.path / "instance-id").read_bytes() == instance_id  # the last good one
+        assert sorted(os.listdir(mounted.path / "placement")) == placement
+        error, seconds = timed_errno(lambda: (mounted.path / "ami-id").read_bytes())
+        assert error == errno.EIO  # nothing good to fall back on
+        assert seconds < DEADLINE + MARGIN
+    for path in ("meta-data/instance-id", "meta-data/placement/", "meta-data/ami-id"):
+        assert len(warnings_about(mounted, path)) == 1, mounted.log()
+        assert "HTML" in warnings_about(mounted, path)[0]
+    assert_alive(mounted)
+
+
+# --- slow and endless answers -----------------------------------------------------------------
+
+
+def test_a_listing_that_never_ends_is_eio_within_the_deadline(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    emulator.set_raw("meta-data/network/", b"interfaces/\n", trickle=0.05, endless=True)
+    mounted = make_mount(emulator, *FAST)
+    error, seconds = timed_errno(lambda: os.listdir(mounted.path / "network"))
+    assert error == errno.EIO
+    assert DEADLINE * 0.8 < seconds < DEADLINE + MARGIN
+    # Within the hold-off the failure is answered at once, not waited for again.
+    error, seconds = timed_errno(lambda: os.listdir(mounted.path / "network"))
+    assert error == errno.EIO
+    assert seconds < 0.5
+    assert len(warnings_about(mounted, "meta-data/network/")) == 1, mounted.log()
+    assert_alive(mounted)
+
+
+def test_a_value_that_starts_trickling_is_served_stale_within_the_deadline(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator, *FAST)
+    region = emulator.get_bytes("meta-data/placement/region")
+    assert (mounted.path / "placement/region").read_bytes() == region
+    emulator.set_raw("meta-data/placement/region", b"eu-west-1", trickle=1.0)
+    time.sleep(0.3)
+    started = time.monotonic()
+    for _ in range(5):
+        assert (mounted.path / "placement/region").read_bytes() == region
+    assert time.monotonic() - started < DEADLINE + MARGIN  # one wait, then the hold-off
+    assert_alive(mounted)
+
+
+def test_a_token_request_that_never_ends_is_eio_within_the_deadline(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    emulator.set_raw("api/token", b"A", trickle=0.05, endless=True)
+    mounted = make_mount(emulator, *FAST)  # mounting itself needs no IMDS
+    for _ in range(2):
+        error, seconds = timed_errno(lambda: (mounted.path / "ami-id").read_bytes())
+        assert error == errno.EIO
+        assert seconds < DEADLINE + MARGIN
+    assert_alive(mounted)
+
+
+def test_a_token_response_without_its_ttl_header_works(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    emulator.token_ttl_header = False
+    mounted = make_mount(emulator, *FAST)
+    for _ in range(3):
+        assert (mounted.path / "instance-id").read_bytes() == emulator.get_bytes(
+            "meta-data/instance-id"
+        )
+        time.sleep(0.3)
+    assert emulator.counters.count(method="PUT") == 1  # the token asked for is kept, not 0 s
+    assert_alive(mounted)
+
+
+def test_skipped_names_are_logged_with_their_path(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    emulator.set_raw("meta-data/placement/", b"region\n..\nzone\x00x")
+    mounted = make_mount(emulator, *FAST)
+    assert os.listdir(mounted.path / "placement") == ["region"]
+    lines = warnings_about(mounted, "meta-data/placement/")
+    assert len(lines) == 2
+    assert any(re.search(r"skipping entry '\.\.'", line) for line in lines)

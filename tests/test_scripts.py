@@ -1,0 +1,134 @@
+"""The example scripts in scripts/examples, each run against a real mount of the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from imdsfs.emulator import Emulator
+
+from .conftest import Mounted
+
+EXAMPLES = Path(__file__).parent.parent / "scripts" / "examples"
+# Listings and spot notices re-read quickly, so appearing files show up within a second.
+FAST = ("--ttl", "**/=0.2", "--ttl", "spot/**=0.2", "--ttl", "negative=0.2")
+
+
+def script(
+    name: str, mounted: Mounted, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(EXAMPLES / name), *args],
+        env={**os.environ, "IMDS": str(mounted.path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=cwd,
+    )
+
+
+def value(emulator: Emulator, path: str) -> str:
+    return emulator.get_bytes(f"meta-data/{path}").decode()
+
+
+# --- instance-facts.sh ------------------------------------------------------------------------
+
+
+def test_instance_facts_for_a_motd(make_mount: Callable[..., Mounted], emulator: Emulator) -> None:
+    emulator.delete("meta-data/public-ipv4")  # an instance without a public address
+    mounted = make_mount(emulator)
+    result = script("instance-facts.sh", mounted)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"instance   {value(emulator, 'instance-id')} (m5.large, on-demand)",
+        f"name       {value(emulator, 'tags/instance/Name')}",
+        "placement  us-east-1a",
+        f"image      {value(emulator, 'ami-id')}",
+        f"addresses  {value(emulator, 'local-ipv4')} private, - public",
+    ]
+
+
+def test_instance_facts_for_a_prompt(mounted: Mounted, emulator: Emulator) -> None:
+    result = script("instance-facts.sh", mounted, "--prompt")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{value(emulator, 'instance-id')}@us-east-1a\n"
+
+
+# --- spot-watcher.sh --------------------------------------------------------------------------
+
+
+def test_spot_watcher_drains_once_the_notice_appears_and_exits(
+    make_mount: Callable[..., Mounted], emulator: Emulator, tmp_path: Path
+) -> None:
+    mounted = make_mount(emulator, *FAST)
+    drained = tmp_path / "drained"
+    drain = f'echo "$SPOT_ACTION $SPOT_TIME" > {drained}'
+    watcher = subprocess.Popen(
+        [str(EXAMPLES / "spot-watcher.sh"), "-i", "0.1", "--", "sh", "-c", drain],
+        env={**os.environ, "IMDS": str(mounted.path)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)
+        assert watcher.poll() is None, "the watcher must wait while there is no notice"
+        assert not drained.exists()
+        emulator.schedule_spot_interruption(after=0, action="stop")
+        assert watcher.wait(timeout=15) == 0
+    finally:
+        watcher.kill()
+        _, stderr = watcher.communicate()
+    notice = json.loads(value(emulator, "spot/instance-action"))
+    assert drained.read_text() == f"stop {notice['time']}\n"
+    assert f"interruption notice: stop at {notice['time']}" in stderr
+
+
+def test_spot_watcher_exits_with_the_drain_commands_status(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    emulator.schedule_spot_interruption(after=0)
+    mounted = make_mount(emulator)
+    result = script("spot-watcher.sh", mounted, "--", "sh", "-c", "exit 3")
+    assert result.returncode == 3
+    assert "drain command exited 3" in result.stderr
+
+
+# --- with-instance-credentials.sh -------------------------------------------------------------
+
+
+def test_credentials_are_exported_to_the_command(mounted: Mounted, emulator: Emulator) -> None:
+    role = value(emulator, "iam/security-credentials/")
+    expected = json.loads(value(emulator, f"iam/security-credentials/{role}"))
+    result = script("with-instance-credentials.sh", mounted, "--", "env")
+    assert result.returncode == 0, result.stderr
+    env = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert env["AWS_ACCESS_KEY_ID"] == expected["AccessKeyId"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == expected["SecretAccessKey"]
+    assert env["AWS_SESSION_TOKEN"] == expected["Token"]
+    assert env["AWS_CREDENTIAL_EXPIRATION"] == expected["Expiration"]
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
+
+
+def test_a_missing_role_fails_without_running_the_command(mounted: Mounted, tmp_path: Path) -> None:
+    result = script(
+        "with-instance-credentials.sh", mounted, "-r", "nope", "--", "touch", "ran", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert "nope: No such file or directory" in result.stderr  # cat says why
+    assert result.stderr.splitlines()[-1].startswith("with-instance-credentials: cannot read ")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_an_instance_without_a_role_is_told_so(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    emulator.delete("meta-data/iam/security-credentials/imdsfs-demo-role")
+    mounted = make_mount(emulator)
+    result = script("with-instance-credentials.sh", mounted, "--", "true")
+    assert result.returncode == 1
+    assert result.stderr == "with-instance-credentials: this instance has no IAM role\n"

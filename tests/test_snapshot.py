@@ -1,0 +1,134 @@
+"""Snapshots: ``imdsfs dump`` writes the emulator's document; ``--from-snapshot`` serves it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from imdsfs import ClientConfig, ImdsClient
+from imdsfs._snapshot import crawl
+from imdsfs.emulator import Emulator, InstanceDocument, default_document
+
+from .conftest import MakeEmulator, Mounted
+from .test_fs import all_leaves
+
+
+def imdsfs(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "imdsfs", *args], capture_output=True, timeout=60, check=False
+    )
+
+
+async def dump_of(emulator: Emulator) -> dict[str, object]:
+    async with ImdsClient(ClientConfig(endpoint=emulator.url)) as client:
+        return await crawl(client)
+
+
+# --- dump -------------------------------------------------------------------------------------
+
+
+def test_dump_of_the_emulator_is_its_document_byte_for_byte(emulator: Emulator) -> None:
+    result = imdsfs("dump", "--endpoint", emulator.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    expected = default_document().to_dict()
+    assert json.loads(result.stdout) == expected
+    # Same key order too: listings come back in the order IMDS lists them.
+    assert json.dumps(json.loads(result.stdout)) == json.dumps(expected)
+
+
+async def test_bytes_that_are_not_utf8_survive_as_base64(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator()
+    binary = bytes(range(256))
+    text = "naïve\x00\ttab\r\nno newline at the end"
+    emulator.set("meta-data/tags/instance/Binary", binary)
+    emulator.set("meta-data/tags/instance/Text", text)
+    document = await dump_of(emulator)
+    tags = document["meta-data"]["tags"]["instance"]  # type: ignore[index]
+    assert tags["Binary"] == {"$base64": base64.b64encode(binary).decode()}
+    assert tags["Text"] == text
+    loaded = InstanceDocument.from_dict(document)
+    assert loaded.read("meta-data/tags/instance/Binary") == binary
+    assert loaded.read("meta-data/tags/instance/Text") == text.encode()
+    assert loaded.read("user-data") == emulator.get_bytes("user-data")  # gzip: base64 too
+
+
+async def test_an_instance_without_user_data_dumps_without_it(
+    make_emulator: MakeEmulator,
+) -> None:
+    emulator = make_emulator()
+    emulator.delete("user-data")
+    document = await dump_of(emulator)
+    assert "user-data" not in document
+    assert list(document) == ["dynamic", "meta-data"]
+
+
+async def test_public_keys_keep_their_listed_names(emulator: Emulator) -> None:
+    keys = (await dump_of(emulator))["meta-data"]["public-keys"]  # type: ignore[index]
+    listed = emulator.get_bytes("meta-data/public-keys/").decode().split("\n")
+    assert list(keys) == listed  # "0=name", read through public-keys/0/
+    assert (
+        keys[listed[0]]["openssh-key"]
+        == emulator.get_bytes("meta-data/public-keys/0/openssh-key").decode()
+    )
+
+
+def test_dump_to_a_file_is_private(emulator: Emulator, tmp_path: Path) -> None:
+    output = tmp_path / "instance.json"
+    result = imdsfs("dump", "--endpoint", emulator.url, "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b""
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600  # it holds credentials
+    assert json.loads(output.read_bytes()) == default_document().to_dict()
+    assert os.listdir(tmp_path) == ["instance.json"]  # no temporary file left behind
+
+
+def test_dump_without_imds_fails_with_one_line() -> None:
+    result = imdsfs("dump", "--endpoint", "http://127.0.0.1:9", "--deadline", "1")
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr.startswith(b"imdsfs: ")
+    assert b"Traceback" not in result.stderr
+
+
+# --- mount --from-snapshot --------------------------------------------------------------------
+
+
+def test_a_snapshot_mount_serves_every_byte_with_imds_gone(
+    make_mount: Callable[..., Mounted], emulator: Emulator, tmp_path: Path
+) -> None:
+    snapshot = tmp_path / "instance.json"
+    assert imdsfs("dump", "--endpoint", emulator.url, "-o", str(snapshot)).returncode == 0
+    leaves = all_leaves(emulator)
+    emulator.stop()  # offline from here on
+
+    mounted = make_mount(None, "--from-snapshot", str(snapshot))
+    for path, expected in leaves.items():
+        assert (mounted.path / path).read_bytes() == expected, path
+    assert os.readlink(mounted.path / "public-keys" / "ops-team") == "1"
+    url = os.getxattr(mounted.path / "instance-id", "user.imds.url")
+    assert url == b"http://snapshot.invalid/latest/meta-data/instance-id"
+    assert "serving the snapshot" in mounted.log()
+
+
+def test_a_bad_snapshot_fails_before_mounting(tmp_path: Path, mount_base: Path) -> None:
+    snapshot = tmp_path / "bad.json"
+    snapshot.write_text('{"meta-data": {"tags": {"": "x"}}}')
+    result = imdsfs("mount", "--foreground", "--from-snapshot", str(snapshot), str(mount_base))
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(b"bad.json: /meta-data/tags: empty key")
+    assert not os.path.ismount(mount_base)
+
+
+def test_a_snapshot_takes_no_endpoint(tmp_path: Path, mount_base: Path) -> None:
+    result = imdsfs(
+        "mount", "--from-snapshot", "x.json", "--endpoint", "http://127.0.0.1:1", str(mount_base)
+    )
+    assert result.returncode == 2
+    assert b"--from-snapshot serves a file: it takes no --endpoint" in result.stderr
