@@ -158,10 +158,15 @@ def _v1_refusal(config: ClientConfig, environ: Mapping[str, str]) -> str | None:
 _BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f?#%\\]")
 
 
+def has_unfetchable_chars(text: str) -> bool:
+    """Whether *text* holds a character no IMDS path may carry (see `check_path`)."""
+    return _BAD_PATH_CHARS.search(text) is not None
+
+
 def check_path(path: str) -> None:
     """Refuse a path that is not a plain IMDS path relative to ``/latest/``."""
     segments = path.removesuffix("/").split("/") if path else []
-    if _BAD_PATH_CHARS.search(path) or any(s in ("", ".", "..") for s in segments):
+    if has_unfetchable_chars(path) or any(s in ("", ".", "..") for s in segments):
         raise ConfigError(f"invalid IMDS path {path!r}")
 
 

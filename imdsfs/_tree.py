@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ._cache import CachedValue, MetadataCache
+from ._client import has_unfetchable_chars
 from ._errors import ImdsError, NotFound
 
 __all__ = ["ListingEntry", "MetadataTree", "Node", "NodeKind", "NodeStat", "parse_listing"]
@@ -33,9 +34,6 @@ ROOT_INODE = 1
 _MAX_NAME_BYTES = 255
 _PUBLIC_KEYS = "meta-data/public-keys/"
 _PUBLIC_KEY_ENTRY = re.compile(r"(\d+)=(.+)")
-# What the client refuses in a path (`_client.check_path`): such a name could be listed, but
-# every read of it would fail.
-_UNFETCHABLE = re.compile(r"[\x00-\x1f\x7f?#%\\]")
 
 # Mount paths (see `mount_path`) whose files hold credentials or user-supplied secrets.
 SECRET_PATTERNS = (
@@ -152,7 +150,7 @@ def _usable_name(parent: str, name: str) -> bool:
         reason = "reserved or empty name"
     elif "/" in name or "\0" in name:
         reason = "name contains '/' or NUL"
-    elif _UNFETCHABLE.search(name):
+    elif has_unfetchable_chars(name):  # it could be listed, but every read of it would fail
         reason = "name contains a control character or one of ?#%\\, so cannot be fetched"
     elif len(name.encode("utf-8")) > _MAX_NAME_BYTES:
         reason = f"name longer than {_MAX_NAME_BYTES} bytes"
