@@ -15,6 +15,7 @@ from ._errors import (
     TokenError,
     Unavailable,
 )
+from ._tree import MetadataTree
 from ._ttl import TtlPolicy
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ __all__ = [
     "ImdsError",
     "ImdsResponse",
     "MetadataCache",
+    "MetadataTree",
     "NotFound",
     "ResponseTooLarge",
     "Throttled",
