@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from ._client import ClientConfig
@@ -205,17 +206,10 @@ def _run_mount(args: argparse.Namespace) -> int:
         raise ConfigError("--deadline must be positive")
     if args.from_snapshot is not None and args.endpoint is not None:
         raise ConfigError("--from-snapshot serves a file: it takes no --endpoint")
-    client = ClientConfig(
-        endpoint=args.endpoint,
-        endpoint_mode=args.endpoint_mode,
-        token_ttl=args.token_ttl,
-        allow_imdsv1=args.allow_imdsv1,
-        deadline=args.deadline * 0.9,  # the client gives up first, with the precise reason
-        max_concurrency=args.max_requests,
-    )
     options = MountOptions(
         mountpoint=args.mountpoint,
-        client=client,
+        # The client gives up first, so the reader's error carries the precise reason.
+        client=_client_config(args, deadline=args.deadline * 0.9, token_ttl=args.token_ttl),
         fs=FsConfig(
             deadline=args.deadline, uid=args.uid, gid=args.gid, secret_mode=args.secret_mode
         ),
@@ -232,14 +226,18 @@ def _run_mount(args: argparse.Namespace) -> int:
 def _run_dump(args: argparse.Namespace) -> int:
     if args.deadline <= 0:
         raise ConfigError("--deadline must be positive")
-    client = ClientConfig(
+    return dump(_client_config(args, deadline=args.deadline), args.output)
+
+
+def _client_config(args: argparse.Namespace, **settings: Any) -> ClientConfig:
+    """The flags `_add_endpoint_arguments` defines, plus the command's own *settings*."""
+    return ClientConfig(
         endpoint=args.endpoint,
         endpoint_mode=args.endpoint_mode,
         allow_imdsv1=args.allow_imdsv1,
-        deadline=args.deadline,
         max_concurrency=args.max_requests,
+        **settings,
     )
-    return dump(client, args.output)
 
 
 def _run_stats(args: argparse.Namespace) -> int:
