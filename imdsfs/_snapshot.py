@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 
@@ -28,6 +27,7 @@ import trio
 
 from ._client import ClientConfig, ImdsClient
 from ._errors import ConfigError, NotFound
+from ._tree import NodeKind, parse_listing
 from .emulator import DocumentError, InstanceDocument, load_document
 
 __all__ = ["SNAPSHOT_ENDPOINT", "SnapshotTransport", "crawl", "dump", "open_snapshot"]
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 # resolves (RFC 2606), so even a wiring mistake could not send a request anywhere.
 SNAPSHOT_ENDPOINT = "http://snapshot.invalid"
 
-_PUBLIC_KEYS = "meta-data/public-keys/"
-_PUBLIC_KEY_ENTRY = re.compile(r"\d+=.+")  # listed as `0=my-key`, read as `0/`
 _TOP_DIRECTORIES = ("dynamic", "meta-data")  # the order `GET /latest/` lists them
 
 Document = dict[str, object]
@@ -99,8 +97,6 @@ async def _directory(client: ImdsClient, path: str) -> Document:
                 values[key] = _leaf((await client.get(child)).body)
         except NotFound:
             log.warning("/latest/%s is listed but answers 404; left out", child)
-        except ConfigError as exc:  # a name imdsfs refuses to put in a URL (%, ?, #, ...)
-            log.warning("%s; left out", exc)
 
     async with trio.open_nursery() as nursery:
         for key, child in entries:
@@ -109,29 +105,17 @@ async def _directory(client: ImdsClient, path: str) -> Document:
 
 
 def _listing_entries(body: bytes, parent: str) -> list[tuple[str, str]]:
-    """``(document key, IMDS path)`` per listing line; a directory's path ends in ``/``.
+    """``(document key, IMDS path)`` per listing entry; a directory's path ends in ``/``.
 
-    Keys are the listed names, so the document lists exactly what IMDS listed. Names that
-    are not UTF-8 or not a plain path segment cannot be keys (nor be requested) and are
-    left out with a warning.
+    Keys are the listed names (``0=my-key`` included), so the document lists what IMDS
+    listed. Which names are usable is the mount's own rule (`parse_listing`): a name the
+    mount would skip, with its one warning, is left out of the snapshot too.
     """
-    entries: dict[str, str] = {}
-    for line in body.split(b"\n"):
-        try:
-            name = line.decode()
-        except UnicodeDecodeError:
-            log.warning("/latest/%s lists a name that is not UTF-8: %r; left out", parent, line)
-            continue
-        key = name.removesuffix("/")
-        if key in ("", ".", "..") or "/" in key or "\r" in key or key in entries:
-            if name:
-                log.warning("/latest/%s lists an unusable name %r; left out", parent, name)
-            continue
-        if parent == _PUBLIC_KEYS and _PUBLIC_KEY_ENTRY.fullmatch(key):
-            entries[key] = f"{parent}{key.split('=', 1)[0]}/"
-        else:
-            entries[key] = parent + name
-    return list(entries.items())
+    return [
+        (entry.listed or entry.name, entry.imds_path)
+        for entry in parse_listing(body, parent)
+        if entry.kind is not NodeKind.SYMLINK  # the mount's aid for humans, not IMDS data
+    ]
 
 
 def _leaf(body: bytes) -> object:

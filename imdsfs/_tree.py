@@ -58,6 +58,7 @@ class ListingEntry:
     kind: NodeKind
     imds_path: str
     target: str | None = None  # for symlinks: the sibling they point to
+    listed: str | None = None  # the listing's own name where it differs (``0=my-key``)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _entries_for_line(line: bytes, parent: str) -> Iterator[ListingEntry]:
     key = _PUBLIC_KEY_ENTRY.fullmatch(name) if parent == _PUBLIC_KEYS else None
     if key is not None:
         index, key_name = key.groups()
-        yield ListingEntry(index, NodeKind.DIRECTORY, f"{parent}{index}/")
+        yield ListingEntry(index, NodeKind.DIRECTORY, f"{parent}{index}/", listed=name)
         if _usable_name(parent, key_name) and key_name != index:
             yield ListingEntry(key_name, NodeKind.SYMLINK, f"{parent}{key_name}", target=index)
         return
