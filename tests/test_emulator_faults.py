@@ -188,6 +188,51 @@ def test_stop_is_idempotent_and_the_port_is_released(make_emulator: MakeEmulator
         imds_get(emu, INSTANCE_ID, token=False)
 
 
+def emulator_workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("imds-emulator-worker")]
+
+
+def test_stalled_requests_do_not_hold_up_others(v1: Emulator) -> None:
+    v1.faults.stall_next(8, seconds=30)
+
+    def stalled_client() -> None:
+        with pytest.raises(httpx.TransportError):  # the stop below closes the connection
+            imds_request(v1, INSTANCE_ID, token=False, timeout=10)
+
+    stalled = [threading.Thread(target=stalled_client) for _ in range(8)]
+    for thread in stalled:
+        thread.start()
+    while v1.counters.count() < 8:
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert statuses(v1, 20) == [200] * 20
+    assert time.monotonic() - started < 5
+    v1.stop()
+    for thread in stalled:
+        thread.join(timeout=5)
+
+
+def test_sequential_requests_reuse_one_worker(v1: Emulator) -> None:
+    before = set(emulator_workers())
+    assert statuses(v1, 50) == [200] * 50
+    assert 1 <= len(set(emulator_workers()) - before) <= 2  # not one thread per connection
+
+
+def test_stop_ends_every_worker(make_emulator: MakeEmulator) -> None:
+    emu = make_emulator(tokens="optional")
+    done = [threading.Thread(target=statuses, args=(emu, 5)) for _ in range(16)]
+    for thread in done:
+        thread.start()
+    for thread in done:
+        thread.join()
+    workers = emulator_workers()
+    assert workers
+    emu.stop()
+    for worker in workers:
+        worker.join(timeout=2)
+    assert not any(worker.is_alive() for worker in workers)
+
+
 def test_start_twice_is_an_error(emulator: Emulator) -> None:
     with pytest.raises(RuntimeError, match="already running"):
         emulator.start()

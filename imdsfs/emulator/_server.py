@@ -1,23 +1,25 @@
 """HTTP for the emulator: sockets, threads, header order, and the faults that are I/O.
 
-Built on ``http.server``: one daemon thread per connection, every connection closed after
-one response (as IMDS does). What to answer comes from ``ImdsService``; this module adds the
-envelope real IMDS sends (``Server: EC2ws``, ``Date``, ``Content-Length``,
-``Connection: close``) and carries out fault plans: delays that end early on ``stop()`` or
-when the client hangs up, and connection resets (RST, not FIN, via ``SO_LINGER`` 0).
+Built on ``http.server``: a pool of daemon threads, one connection each at a time, every
+connection closed after one response (as IMDS does). What to answer comes from
+``ImdsService``; this module adds the envelope real IMDS sends (``Server: EC2ws``, ``Date``,
+``Content-Length``, ``Connection: close``) and carries out fault plans: delays that end early
+on ``stop()`` or when the client hangs up, and connection resets (RST, not FIN, via
+``SO_LINGER`` 0).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
 import random
 import select
 import socket
 import struct
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import TCPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,10 +38,11 @@ _MAX_BODY = 64 * 1024
 _POLL = 0.02
 
 
-class ImdsHttpServer(ThreadingHTTPServer):
-    """A threading HTTP server bound to one ``ImdsService`` and a live ``Faults`` source."""
+class ImdsHttpServer(HTTPServer):
+    """A threaded HTTP server bound to one ``ImdsService`` and a live ``Faults`` source.
 
-    daemon_threads = True  # a stalled handler must never keep the process alive
+    Its workers are daemon threads: a stalled handler must never keep the process alive."""
+
     request_queue_size = 256  # many clients connect at once (readdir fans out)
 
     def __init__(
@@ -55,7 +58,47 @@ class ImdsHttpServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self._rng = rng
         self._rng_lock = threading.Lock()
+        self._connections: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
+        self._pool_lock = threading.Lock()
+        self._workers = 0
+        self._idle = 0
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Hand the connection to an idle worker, starting a new one only when none is idle.
+
+        ``ThreadingMixIn`` starts a thread per connection, which cost the emulator more CPU than
+        answering did; benchmarks share the machine with it. A stalled request still holds only
+        its own worker, so the pool grows as far as concurrency needs."""
+        with self._pool_lock:
+            spawn = self._idle == 0
+            if spawn:
+                self._workers += 1
+            else:
+                self._idle -= 1
+        self._connections.put((request, client_address))
+        if spawn:
+            name = f"imds-emulator-worker:{self.server_port}"
+            threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def _work(self) -> None:
+        while (item := self._connections.get()) is not None:
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+            with self._pool_lock:
+                self._idle += 1
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._pool_lock:
+            workers = self._workers
+        for _ in range(workers):  # one stop sign each; busy workers take theirs when done
+            self._connections.put(None)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup we do not need.
