@@ -494,7 +494,7 @@ async def test_body_without_content_length_stops_being_read_past_the_bound() -> 
     ):
         assert "Content-Length" not in response.headers
         with pytest.raises(ResponseTooLarge):
-            await _read_bounded(response, 10 * 1024)
+            await _read_bounded(response, "http://imds/latest/user-data", 10 * 1024)
     assert pulled == 11
 
 
