@@ -135,6 +135,7 @@ def _serve(
 async def _run(client: ImdsClient, tree: MetadataTree, options: MountOptions) -> None:
     async with client, trio.open_nursery() as nursery:
         nursery.start_soon(_handle_signals, tree.cache)
+        tree.read_ahead_in(nursery)
         if options.prefetch:
             nursery.start_soon(_prefetch, tree)
         try:

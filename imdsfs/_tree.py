@@ -31,6 +31,9 @@ __all__ = ["ListingEntry", "MetadataTree", "Node", "NodeKind", "NodeStat", "pars
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
+# Requests the read-ahead may have in flight: fewer than the client's cap (8), so a reader's
+# own request never queues behind more than a few of them.
+READ_AHEAD_REQUESTS = 4
 _MAX_NAME_BYTES = 255
 _PUBLIC_KEYS = "meta-data/public-keys/"
 _PUBLIC_KEY_ENTRY = re.compile(r"(\d+)=(.+)")
@@ -177,6 +180,13 @@ class MetadataTree:
     cache: MetadataCache
     _nodes: dict[int, Node] = field(default_factory=dict)
     _by_key: dict[tuple[int, str, NodeKind], int] = field(default_factory=dict)
+    # directory inode → (the listing body parsed, its entries): lookups reuse the parse
+    _parsed: dict[int, tuple[bytes, list[ListingEntry]]] = field(default_factory=dict)
+    _read_ahead: trio.Nursery | None = None  # see `read_ahead_in`
+    _warming: set[int] = field(default_factory=set)  # directories being read ahead now
+    _read_ahead_slots: trio.CapacityLimiter = field(
+        default_factory=lambda: trio.CapacityLimiter(READ_AHEAD_REQUESTS)
+    )
 
     def __post_init__(self) -> None:
         root = Node(ROOT_INODE, ROOT_INODE, "", NodeKind.DIRECTORY, "meta-data/")
@@ -195,10 +205,14 @@ class MetadataTree:
 
     async def children(self, directory: Node) -> list[Node]:
         """The current entries of *directory*, from its (cached) listing."""
-        listing = await self.cache.get(directory.imds_path)
-        entries = parse_listing(listing.body, directory.imds_path)
+        body = (await self.cache.get(directory.imds_path)).body
+        parsed = self._parsed.get(directory.inode)
+        if parsed is None or parsed[0] is not body:  # same bytes object: same listing
+            parsed = (body, parse_listing(body, directory.imds_path))
+            self._parsed[directory.inode] = parsed
+        entries = parsed[1]
         if directory.inode == ROOT_INODE:
-            entries += await self._root_extras()
+            entries = [*entries, *await self._root_extras()]  # never extend the memo
         return [self._register(directory, entry) for entry in entries]
 
     async def child(self, directory: Node, name: str) -> Node:
@@ -226,6 +240,11 @@ class MetadataTree:
         children = await self.children(directory)
         stats: dict[int, NodeStat] = {}
         gone: set[int] = set()
+        if self._read_ahead is not None:
+            for node in children:
+                if node.kind is NodeKind.DIRECTORY and node.inode not in self._warming:
+                    self._warming.add(node.inode)  # one read-ahead per directory at a time
+                    self._read_ahead.start_soon(self._warm, node)
 
         async def fetch(node: Node) -> None:
             try:
@@ -242,6 +261,36 @@ class MetadataTree:
                 for node in children:
                     nursery.start_soon(fetch, node)
         return [stats.get(n.inode, NodeStat(n, None)) for n in children if n.inode not in gone]
+
+    def read_ahead_in(self, nursery: trio.Nursery | None) -> None:
+        """From now on, `stat_children` also warms each subdirectory in *nursery* (None: stop):
+        its listing and its files, one level down, at most `READ_AHEAD_REQUESTS` requests at
+        a time.
+
+        A walk (``grep -r``, ``find``, ``ls -R``) then finds each directory ready when it gets
+        there, instead of paying one listing round trip and one round of files per directory
+        in sequence."""
+        self._read_ahead = nursery
+
+    async def _warm(self, directory: Node) -> None:
+        try:
+            async with self._read_ahead_slots:
+                children = await self.children(directory)
+            async with trio.open_nursery() as nursery:
+                for node in children:
+                    if node.kind is NodeKind.FILE:
+                        nursery.start_soon(self._warm_file, node)
+        except ImdsError as exc:  # left for the reader who asks; the cache warned once
+            log.debug("read-ahead of /%s skipped: %s", directory.mount_path, exc)
+        finally:
+            self._warming.discard(directory.inode)
+
+    async def _warm_file(self, node: Node) -> None:
+        try:
+            async with self._read_ahead_slots:
+                await self.cache.get(node.imds_path)
+        except ImdsError as exc:
+            log.debug("read-ahead of /%s skipped: %s", node.mount_path, exc)
 
     async def crawl(self, directory: Node | None = None) -> int:
         """Fetch every listing and value below *directory* (default: the root), concurrently.

@@ -1,12 +1,17 @@
-"""MetadataTree's listing rules: what is a directory, a file, a symlink, and what is refused."""
+"""MetadataTree: the listing rules (what is a directory, a file, a symlink, and what is
+refused), and, against the emulator, listings and the read-ahead."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
+import trio
 
-from imdsfs._tree import ListingEntry, NodeKind, mount_path, parse_listing
+from imdsfs import ClientConfig, ImdsClient, MetadataCache, MetadataTree, TtlPolicy
+from imdsfs._tree import ListingEntry, Node, NodeKind, mount_path, parse_listing
+from imdsfs.emulator import Emulator
 
 
 def names(entries: list[ListingEntry]) -> list[tuple[str, NodeKind, str]]:
@@ -83,3 +88,86 @@ def test_mount_paths_drop_the_meta_data_prefix_only() -> None:
     assert mount_path("meta-data/") == ""
     assert mount_path("dynamic/instance-identity/document") == "dynamic/instance-identity/document"
     assert mount_path("user-data") == "user-data"
+
+
+# --- MetadataTree against the emulator ----------------------------------------------------
+
+MACS = "meta-data/network/interfaces/macs/"
+
+
+@pytest.fixture
+async def tree(emulator: Emulator) -> AsyncIterator[MetadataTree]:
+    client = ImdsClient(ClientConfig(endpoint=emulator.url, backoff_base=0.0), environ={})
+    async with client:
+        yield MetadataTree(MetadataCache(client, TtlPolicy.from_rules([]), holdoff=0.0))
+
+
+async def directory(tree: MetadataTree, imds_path: str) -> Node:
+    node = tree.root
+    for name in mount_path(imds_path).split("/"):
+        node = await tree.child(node, name)
+    return node
+
+
+def gets(emulator: Emulator, prefix: str = "") -> list[str]:
+    """Paths GET so far under ``/latest/<prefix>``, in arrival order."""
+    return [path for path in emulator.counters.paths() if path.startswith(f"/latest/{prefix}")]
+
+
+async def test_the_root_lists_the_same_entries_every_time(tree: MetadataTree) -> None:
+    first = [node.name for node in await tree.children(tree.root)]
+    again = [node.name for node in await tree.children(tree.root)]
+    assert again == first
+    assert first.count("dynamic") == 1
+    assert first.count("user-data") == 1
+
+
+async def test_listing_a_directory_reads_its_subdirectories_ahead(
+    tree: MetadataTree, emulator: Emulator
+) -> None:
+    macs = await directory(tree, MACS)
+    async with trio.open_nursery() as nursery:
+        tree.read_ahead_in(nursery)
+        await tree.stat_children(macs, deadline=5)
+    # both MACs' listings and every file in them, but not one level further down
+    mac_paths = [f"/latest/{MACS}{mac}" for mac in emulator.get_bytes(MACS).decode().split()]
+    assert all(path in gets(emulator) for path in mac_paths)
+    assert len(gets(emulator, MACS)) == 1 + 2 + 2 * 20
+    assert not [path for path in gets(emulator) if "ipv4-associations/" in path]
+
+    tree.read_ahead_in(None)
+    emulator.counters.reset()
+    first_mac = await tree.child(macs, mac_paths[0].rsplit("/", 2)[-2])
+    stats = await tree.stat_children(first_mac, deadline=5)
+    assert len(stats) == 21
+    assert gets(emulator) == []  # the reader found everything ready
+
+
+async def test_a_directory_is_read_ahead_once_however_often_its_parent_is_listed(
+    tree: MetadataTree, emulator: Emulator
+) -> None:
+    macs = await directory(tree, MACS)
+    await tree.children(macs)
+    emulator.faults.latency = 0.2  # every read-ahead is still in flight while we list again
+    async with trio.open_nursery() as nursery:
+        tree.read_ahead_in(nursery)
+        for _ in range(20):
+            nursery.start_soon(tree.stat_children, macs, 5)
+        await trio.sleep(0.1)
+        assert len(nursery.child_tasks) == 2  # one read-ahead per MAC, not one per listing
+    assert len(gets(emulator, MACS)) == 1 + 2 + 2 * 20  # each listing and file once
+
+
+async def test_read_ahead_failures_are_left_for_the_reader(
+    tree: MetadataTree, emulator: Emulator
+) -> None:
+    macs = await directory(tree, MACS)
+    await tree.children(macs)
+    emulator.faults.error_rate = 1.0  # every read-ahead request fails, retries and all
+    async with trio.open_nursery() as nursery:
+        tree.read_ahead_in(nursery)
+        await tree.stat_children(macs, deadline=5)
+    tree.read_ahead_in(None)
+    emulator.faults.error_rate = 0.0
+    mac = (await tree.children(macs))[0]
+    assert len(await tree.stat_children(mac, deadline=5)) == 21
