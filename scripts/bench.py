@@ -34,6 +34,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
@@ -63,11 +64,64 @@ class Result:
         return self.imdsfs / self.baseline if self.baseline else float("inf")
 
 
+# --- the emulator, in a process of its own ---------------------------------------------------
+
+
+class EmulatorProcess:
+    """The emulator in its own process, as IMDS is never in its clients' processes: its threads
+    then take no turns at this process's GIL while the readers here are timed. Its counters
+    are read over a pipe."""
+
+    def __init__(self, latency: float) -> None:
+        self._pipe, child = multiprocessing.Pipe()
+        self._process = multiprocessing.Process(
+            target=_serve_emulator, args=(child, latency), daemon=True
+        )
+        self._process.start()
+        self.url: str = self._pipe.recv()
+
+    def get_bytes(self, path: str) -> bytes:
+        return bytes(self._ask("get_bytes", path))
+
+    def reset_counters(self) -> None:
+        self._ask("reset")
+
+    def count(self, method: str | None = None, path: str | None = None) -> int:
+        return int(self._ask("count", method, path))
+
+    def close(self) -> None:
+        self._ask("stop")
+        self._process.join(timeout=10)
+
+    def _ask(self, *request: object) -> object:
+        self._pipe.send(request)
+        return self._pipe.recv()
+
+
+def _serve_emulator(pipe: Connection, latency: float) -> None:
+    with Emulator() as emulator:
+        emulator.faults.latency = latency
+        pipe.send(emulator.url)
+        while True:
+            operation, *args = pipe.recv()
+            if operation == "get_bytes":
+                pipe.send(emulator.get_bytes(*args))
+            elif operation == "reset":
+                pipe.send(emulator.counters.reset())
+            elif operation == "count":
+                pipe.send(emulator.counters.count(*args))
+            else:
+                pipe.send(None)
+                return
+
+
 # --- mounting ---------------------------------------------------------------------------------
 
 
 @contextmanager
-def mounted(emulator: Emulator, *args: str) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+def mounted(
+    emulator: EmulatorProcess, *args: str
+) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
     """A fresh imdsfs mount in the foreground; unmounted on exit."""
     path = Path(tempfile.mkdtemp(prefix="imdsfs-bench-"))
     argv = [sys.executable, "-m", "imdsfs", "mount", "-f", "--endpoint", emulator.url, *args]
@@ -145,7 +199,9 @@ def cat(path: Path) -> None:
 # --- 1 and 2: warm reads ----------------------------------------------------------------------
 
 
-def bench_warm(emulator: Emulator, mount: Path, daemon: int, tmpfs: Path, n: int) -> list[Result]:
+def bench_warm(
+    emulator: EmulatorProcess, mount: Path, daemon: int, tmpfs: Path, n: int
+) -> list[Result]:
     value = emulator.get_bytes("meta-data/instance-id")
     plain = tmpfs / "instance-id"
     plain.write_bytes(value)
@@ -229,7 +285,7 @@ def fuse_floor(value: Path) -> Iterator[Path | None]:
         shutil.rmtree(workdir)
 
 
-def bench_curl(emulator: Emulator, mount: Path, n: int) -> Result | None:
+def bench_curl(emulator: EmulatorProcess, mount: Path, n: int) -> Result | None:
     if shutil.which("curl") is None:
         print("bench: curl not installed; skipping the script-habit comparison", file=sys.stderr)
         return None
@@ -330,14 +386,14 @@ def cloud_init_crawler() -> tuple[str, Callable[[str], int]]:
     return "cloud-init get_instance_metadata", crawl
 
 
-def bench_cold_tree(emulator: Emulator, repeats: int) -> list[Result]:
+def bench_cold_tree(emulator: EmulatorProcess, repeats: int) -> list[Result]:
     name, crawler = cloud_init_crawler()
 
     def timed(fn: Callable[[], object]) -> tuple[float, int]:
-        emulator.counters.reset()
+        emulator.reset_counters()
         started = time.perf_counter()
         fn()
-        return time.perf_counter() - started, emulator.counters.count()
+        return time.perf_counter() - started, emulator.count()
 
     daemon_cpu: list[float] = []
 
@@ -381,9 +437,9 @@ def _reader(path: str, barrier: multiprocessing.synchronize.Barrier) -> None:  #
     Path(path).read_bytes()
 
 
-def bench_fan_out(emulator: Emulator) -> Result:
+def bench_fan_out(emulator: EmulatorProcess) -> Result:
     with mounted(emulator) as (mount, _process):
-        emulator.counters.reset()  # from mount on: the token PUT counts too (target: 1)
+        emulator.reset_counters()  # from mount on: the token PUT counts too (target: 1)
         (mount / "placement").stat()  # the directory is known; its listing and values are cold
         path = "/latest/meta-data/placement/availability-zone-id"
         barrier = multiprocessing.Barrier(64)
@@ -397,8 +453,8 @@ def bench_fan_out(emulator: Emulator) -> Result:
             reader.start()
         for reader in readers:
             reader.join()
-        gets = emulator.counters.count("GET", path)
-        puts = emulator.counters.count("PUT")
+        gets = emulator.count("GET", path)
+        puts = emulator.count("PUT")
     return Result(
         "fan-out: 64 readers of one cold path",
         gets,
@@ -411,7 +467,7 @@ def bench_fan_out(emulator: Emulator) -> Result:
     )
 
 
-def bench_rss(emulator: Emulator) -> Result:
+def bench_rss(emulator: EmulatorProcess) -> Result:
     with mounted(emulator) as (mount, process):
         walk_and_read(mount)
         walk_and_read(mount)
@@ -477,8 +533,8 @@ def main() -> int:
     args = parser.parse_args()
 
     results: list[Result] = []
-    with Emulator() as emulator:
-        emulator.faults.latency = args.latency / 1000
+    emulator = EmulatorProcess(args.latency / 1000)
+    try:
         tmpfs = Path(tempfile.mkdtemp(prefix="imdsfs-bench-", dir="/dev/shm"))
         try:
             with mounted(emulator) as (mount, process):
@@ -490,6 +546,8 @@ def main() -> int:
         results += bench_cold_tree(emulator, args.repeats)
         results.append(bench_fan_out(emulator))
         results.append(bench_rss(emulator))
+    finally:
+        emulator.close()
 
     markdown = table(results)
     print(markdown)
