@@ -31,6 +31,9 @@ __all__ = ["ListingEntry", "MetadataTree", "Node", "NodeKind", "NodeStat", "pars
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
+# Real trees hold a few hundred paths (a few thousand with 50 network interfaces). Past this
+# many, new names are not shown: an IMDS inventing names must not grow the daemon without end.
+MAX_NODES = 20_000
 # Requests the read-ahead may have in flight: fewer than the client's cap (8), so a reader's
 # own request never queues behind more than a few of them.
 READ_AHEAD_REQUESTS = 4
@@ -165,11 +168,16 @@ def _usable_name(parent: str, name: str) -> bool:
 
 
 _warned: set[tuple[str, str]] = set()
+_MAX_WARNED = 1000  # an IMDS inventing bad names must not grow this set without end
 
 
 def _warn_once(parent: str, name: str, reason: str) -> None:
-    if (parent, name) not in _warned:
-        _warned.add((parent, name))
+    if (parent, name) in _warned or len(_warned) > _MAX_WARNED:
+        return
+    _warned.add((parent, name))
+    if len(_warned) > _MAX_WARNED:
+        log.warning("more than %d unusable names skipped; no longer logging each", _MAX_WARNED)
+    else:
         log.warning("skipping entry %r in /latest/%s: %s", name[:300], parent, reason)
 
 
@@ -178,12 +186,14 @@ class MetadataTree:
     """The inode table and the directory structure, read through a `MetadataCache`."""
 
     cache: MetadataCache
+    max_nodes: int = MAX_NODES
     _nodes: dict[int, Node] = field(default_factory=dict)
     _by_key: dict[tuple[int, str, NodeKind], int] = field(default_factory=dict)
     # directory inode → (the listing body parsed, its entries): lookups reuse the parse
     _parsed: dict[int, tuple[bytes, list[ListingEntry]]] = field(default_factory=dict)
     _read_ahead: trio.Nursery | None = None  # see `read_ahead_in`
     _warming: set[int] = field(default_factory=set)  # directories being read ahead now
+    _full: bool = False  # max_nodes reached (logged once)
     _read_ahead_slots: trio.CapacityLimiter = field(
         default_factory=lambda: trio.CapacityLimiter(READ_AHEAD_REQUESTS)
     )
@@ -213,7 +223,8 @@ class MetadataTree:
         entries = parsed[1]
         if directory.inode == ROOT_INODE:
             entries = [*entries, *await self._root_extras()]  # never extend the memo
-        return [self._register(directory, entry) for entry in entries]
+        nodes = (self._register(directory, entry) for entry in entries)
+        return [node for node in nodes if node is not None]
 
     async def child(self, directory: Node, name: str) -> Node:
         for node in await self.children(directory):
@@ -328,15 +339,27 @@ class MetadataTree:
             pass  # unknown: show it; reading it reports the error
         return [*extras, ListingEntry("user-data", NodeKind.FILE, "user-data")]
 
-    def _register(self, parent: Node, entry: ListingEntry) -> Node:
+    def _register(self, parent: Node, entry: ListingEntry) -> Node | None:
+        """The node for *entry*, created on first sight; None once the tree is full."""
         key = (parent.inode, entry.name, entry.kind)
         inode = self._by_key.get(key)
-        if inode is None:
-            inode = len(self._nodes) + 1
-            self._by_key[key] = inode
-            self._nodes[inode] = Node(
-                inode, parent.inode, entry.name, entry.kind, entry.imds_path, entry.target
-            )
+        if inode is not None:
+            return self._nodes[inode]
+        if len(self._nodes) >= self.max_nodes:
+            if not self._full:
+                self._full = True
+                log.error(
+                    "IMDS listed more than %d paths; new names (first: /%s) are not shown "
+                    "until the next mount",
+                    self.max_nodes,
+                    mount_path(entry.imds_path),
+                )
+            return None
+        inode = len(self._nodes) + 1
+        self._by_key[key] = inode
+        self._nodes[inode] = Node(
+            inode, parent.inode, entry.name, entry.kind, entry.imds_path, entry.target
+        )
         return self._nodes[inode]
 
     def nodes(self) -> Iterable[Node]:

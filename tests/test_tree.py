@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
-from imdsfs import ClientConfig, ImdsClient, MetadataCache, MetadataTree, TtlPolicy
+from imdsfs import ClientConfig, ImdsClient, MetadataCache, MetadataTree, TtlPolicy, _tree
 from imdsfs._tree import ListingEntry, Node, NodeKind, mount_path, parse_listing
 from imdsfs.emulator import Emulator
 
@@ -90,16 +90,33 @@ def test_mount_paths_drop_the_meta_data_prefix_only() -> None:
     assert mount_path("user-data") == "user-data"
 
 
+def test_warnings_for_unusable_names_stop_after_a_thousand(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_tree, "_warned", set())  # the process-wide memory of warned names
+    listing = b"".join(b"bad%d\x01\n" % i for i in range(3000))
+    assert parse_listing(listing, "meta-data/tags/instance/") == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1001
+    assert "no longer logging each" in warnings[-1]
+    assert len(_tree._warned) == 1001
+
+
 # --- MetadataTree against the emulator ----------------------------------------------------
 
 MACS = "meta-data/network/interfaces/macs/"
 
 
 @pytest.fixture
-async def tree(emulator: Emulator) -> AsyncIterator[MetadataTree]:
+async def cache(emulator: Emulator) -> AsyncIterator[MetadataCache]:
     client = ImdsClient(ClientConfig(endpoint=emulator.url, backoff_base=0.0), environ={})
     async with client:
-        yield MetadataTree(MetadataCache(client, TtlPolicy.from_rules([]), holdoff=0.0))
+        yield MetadataCache(client, TtlPolicy.from_rules([]), holdoff=0.0)
+
+
+@pytest.fixture
+def tree(cache: MetadataCache) -> MetadataTree:
+    return MetadataTree(cache)
 
 
 async def directory(tree: MetadataTree, imds_path: str) -> Node:
@@ -171,3 +188,24 @@ async def test_read_ahead_failures_are_left_for_the_reader(
     emulator.faults.error_rate = 0.0
     mac = (await tree.children(macs))[0]
     assert len(await tree.stat_children(mac, deadline=5)) == 21
+
+
+async def test_an_imds_inventing_names_cannot_grow_the_tree_past_its_bound(
+    cache: MetadataCache, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    tree = MetadataTree(cache, max_nodes=40)
+    tags = await directory(tree, "meta-data/tags/instance/")
+    known = [node.name for node in await tree.children(tags)]
+    room = 40 - len(list(tree.nodes()))
+    for round_ in range(3):  # new names on every listing
+        for i in range(20):
+            emulator.set(f"meta-data/tags/instance/invented-{round_}-{i}", "x")
+        cache.invalidate()
+        names = [node.name for node in await tree.children(tags)]
+        assert names[: len(known)] == known  # what was there stays
+    assert len(list(tree.nodes())) == 40
+    assert len(names) == len(known) + room
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "more than 40 paths" in errors[0].getMessage()
+    assert (await tree.stat(await tree.child(tags, known[0]))).value is not None
