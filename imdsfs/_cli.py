@@ -173,6 +173,12 @@ def _add_dump_arguments(parser: argparse.ArgumentParser) -> None:
         help="write here, mode 0600, instead of stdout (a snapshot holds credentials)",
     )
     add(
+        "--omit-secrets",
+        action="store_true",
+        help="leave out the files a mount keeps root-only (IAM and identity credentials, "
+        "user-data), e.g. to share the snapshot",
+    )
+    add(
         "--deadline",
         type=float,
         default=5.0,
@@ -226,7 +232,8 @@ def _run_mount(args: argparse.Namespace) -> int:
 def _run_dump(args: argparse.Namespace) -> int:
     if args.deadline <= 0:
         raise ConfigError("--deadline must be positive")
-    return dump(_client_config(args, deadline=args.deadline), args.output)
+    config = _client_config(args, deadline=args.deadline)
+    return dump(config, args.output, omit_secrets=args.omit_secrets)
 
 
 def _client_config(args: argparse.Namespace, **settings: Any) -> ClientConfig:

@@ -27,7 +27,7 @@ import trio
 
 from ._client import ClientConfig, ImdsClient
 from ._errors import ConfigError, NotFound
-from ._tree import NodeKind, parse_listing
+from ._tree import NodeKind, is_secret, parse_listing
 from .emulator import DocumentError, InstanceDocument, load_document
 
 __all__ = ["SNAPSHOT_ENDPOINT", "SnapshotTransport", "crawl", "dump", "open_snapshot"]
@@ -46,9 +46,9 @@ Document = dict[str, object]
 # -- dump ------------------------------------------------------------------------------------
 
 
-def dump(config: ClientConfig, output: str | None) -> int:
+def dump(config: ClientConfig, output: str | None, *, omit_secrets: bool = False) -> int:
     """Crawl IMDS and write the document to *output* (a file, mode 0600) or stdout."""
-    document = trio.run(_crawl_with_new_client, config)
+    document = trio.run(_crawl_with_new_client, config, omit_secrets)
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if output is None:
         sys.stdout.buffer.write(text.encode())
@@ -58,26 +58,29 @@ def dump(config: ClientConfig, output: str | None) -> int:
     return 0
 
 
-async def _crawl_with_new_client(config: ClientConfig) -> Document:
+async def _crawl_with_new_client(config: ClientConfig, omit_secrets: bool) -> Document:
     async with ImdsClient(config) as client:
-        return await crawl(client)
+        return await crawl(client, omit_secrets=omit_secrets)
 
 
-async def crawl(client: ImdsClient) -> Document:
+async def crawl(client: ImdsClient, *, omit_secrets: bool = False) -> Document:
     """The whole tree as an instance document, checked to load back as one.
 
     Requests run concurrently; the client bounds how many are in flight. A path listed but
     gone by the time it is read (404) is left out; any other failure fails the dump, since a
-    snapshot silently missing a subtree would be worse than none.
+    snapshot silently missing a subtree would be worse than none. With *omit_secrets*, the
+    files the mount keeps root-only (credentials, user-data) are neither fetched nor written,
+    so the snapshot can be shared.
     """
     document: Document = {}
     for name in _TOP_DIRECTORIES:
         try:
-            document[name] = await _directory(client, f"{name}/")
+            document[name] = await _directory(client, f"{name}/", omit_secrets)
         except NotFound:
             log.info("IMDS has no /latest/%s/", name)
-    with contextlib.suppress(NotFound):  # NotFound: an instance launched without user data
-        document["user-data"] = _leaf((await client.get("user-data")).body)
+    if not omit_secrets:
+        with contextlib.suppress(NotFound):  # NotFound: an instance launched without user data
+            document["user-data"] = _leaf((await client.get("user-data")).body)
     try:
         InstanceDocument.from_dict(document, source="the dump")
     except DocumentError as exc:
@@ -85,14 +88,16 @@ async def crawl(client: ImdsClient) -> Document:
     return document
 
 
-async def _directory(client: ImdsClient, path: str) -> Document:
+async def _directory(client: ImdsClient, path: str, omit_secrets: bool) -> Document:
     entries = _listing_entries((await client.get(path)).body, path)
+    if omit_secrets:
+        entries = [(key, child) for key, child in entries if not is_secret(child)]
     values: Document = {}
 
     async def fetch(key: str, child: str) -> None:
         try:
             if child.endswith("/"):
-                values[key] = await _directory(client, child)
+                values[key] = await _directory(client, child, omit_secrets)
             else:
                 values[key] = _leaf((await client.get(child)).body)
         except NotFound:

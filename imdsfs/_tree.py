@@ -26,7 +26,15 @@ from ._cache import CachedValue, MetadataCache
 from ._client import has_unfetchable_chars
 from ._errors import ImdsError, NotFound
 
-__all__ = ["ListingEntry", "MetadataTree", "Node", "NodeKind", "NodeStat", "parse_listing"]
+__all__ = [
+    "ListingEntry",
+    "MetadataTree",
+    "Node",
+    "NodeKind",
+    "NodeStat",
+    "is_secret",
+    "parse_listing",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +91,7 @@ class Node:
 
     @property
     def secret(self) -> bool:
-        path = self.mount_path
-        return self.kind is NodeKind.FILE and any(
-            fnmatch.fnmatchcase(path, pattern) for pattern in SECRET_PATTERNS
-        )
+        return self.kind is NodeKind.FILE and is_secret(self.imds_path)
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,12 @@ class NodeStat:
 
     node: Node
     value: CachedValue | None
+
+
+def is_secret(imds_path: str) -> bool:
+    """Whether the file at *imds_path* holds credentials or user data (`SECRET_PATTERNS`)."""
+    path = mount_path(imds_path)
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in SECRET_PATTERNS)
 
 
 def mount_path(imds_path: str) -> str:

@@ -89,6 +89,37 @@ def test_dump_to_a_file_is_private(emulator: Emulator, tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["instance.json"]  # no temporary file left behind
 
 
+def test_dump_can_leave_out_every_secret_without_fetching_it(emulator: Emulator) -> None:
+    credentials = [
+        "meta-data/iam/security-credentials/",
+        "meta-data/identity-credentials/ec2/security-credentials/",
+    ]
+    secrets = [
+        emulator.get_bytes(directory + name)
+        for directory in credentials
+        for name in emulator.get_bytes(directory).decode().split("\n")
+    ]
+    result = imdsfs("dump", "--endpoint", emulator.url, "--omit-secrets")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert "user-data" not in document
+    assert secrets
+    for secret in secrets:
+        assert json.loads(secret)["SecretAccessKey"].encode() not in result.stdout
+    fetched = emulator.counters.paths()
+    listings = {f"/latest/{directory}" for directory in credentials}
+    credential_reads = [
+        path for path in fetched if "security-credentials/" in path and path not in listings
+    ]
+    assert credential_reads == []  # not even fetched
+    assert "/latest/user-data" not in fetched
+    # everything else is there, and the file still loads as a document
+    expected = default_document().to_dict()
+    assert document["meta-data"]["placement"] == expected["meta-data"]["placement"]
+    assert document["dynamic"] == expected["dynamic"]
+    assert InstanceDocument.from_dict(document).read("meta-data/instance-id")
+
+
 def test_dump_without_imds_fails_with_one_line() -> None:
     result = imdsfs("dump", "--endpoint", "http://127.0.0.1:9", "--deadline", "1")
     assert result.returncode == 1
