@@ -304,6 +304,8 @@ class MetadataTree:
                         nursery.start_soon(self._warm_file, node)
         except ImdsError as exc:  # left for the reader who asks; the cache warned once
             log.debug("read-ahead of /%s skipped: %s", directory.mount_path, exc)
+        except Exception:  # a bug here must not take the mount down with it
+            log.exception("read-ahead of /%s failed unexpectedly", directory.mount_path)
         finally:
             self._warming.discard(directory.inode)
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """make bench: imdsfs against what users do today, measured in one run, reported as ratios.
 
-Baselines, each run in this same process against the same emulator (loopback, with an
-injected per-request latency standing in for the link-local hop):
+Baselines, each run from this same script against the same emulator (in a process of its
+own, on loopback, with an injected per-request latency standing in for the link-local hop):
 
 1. warm reads: ``cat`` of a mounted file vs ``cat`` of the same bytes on tmpfs, and an
    in-process open/read/close loop on both; ``scripts/fuse_floor.c`` (the least a C libfuse

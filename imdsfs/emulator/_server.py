@@ -1,6 +1,6 @@
 """HTTP for the emulator: sockets, threads, header order, and the faults that are I/O.
 
-Built on ``http.server``: a pool of daemon threads, one connection each at a time, every
+Built on ``http.server``: a pool of daemon threads, each serving one connection at a time, every
 connection closed after one response (as IMDS does). What to answer comes from
 ``ImdsService``; this module adds the envelope real IMDS sends (``Server: EC2ws``, ``Date``,
 ``Content-Length``, ``Connection: close``) and carries out fault plans: delays that end early
