@@ -264,7 +264,7 @@ class MetadataTree:
         gone: set[int] = set()
         if self._read_ahead is not None:
             for node in children:
-                if node.kind is NodeKind.DIRECTORY and node.inode not in self._warming:
+                if self._wants_read_ahead(node):
                     self._warming.add(node.inode)  # one read-ahead per directory at a time
                     self._read_ahead.start_soon(self._warm, node)
 
@@ -293,6 +293,16 @@ class MetadataTree:
         there, instead of paying one listing round trip and one round of files per directory
         in sequence."""
         self._read_ahead = nursery
+
+    def _wants_read_ahead(self, node: Node) -> bool:
+        """A subdirectory not being read ahead already, whose listing is not fresh in the cache:
+        a fresh listing means it was read (or read ahead) lately, and warming it again would
+        spawn a task per file only to hit the cache on every repeated ``ls``."""
+        return (
+            node.kind is NodeKind.DIRECTORY
+            and node.inode not in self._warming
+            and self.cache.peek(node.imds_path) is None
+        )
 
     async def _warm(self, directory: Node) -> None:
         try:

@@ -175,6 +175,18 @@ async def test_a_directory_is_read_ahead_once_however_often_its_parent_is_listed
     assert len(gets(emulator, MACS)) == 1 + 2 + 2 * 20  # each listing and file once
 
 
+async def test_a_directory_read_lately_is_not_read_ahead_again(tree: MetadataTree) -> None:
+    macs = await directory(tree, MACS)
+    async with trio.open_nursery() as nursery:
+        tree.read_ahead_in(nursery)
+        await tree.stat_children(macs, deadline=5)
+    async with trio.open_nursery() as nursery:  # both MAC listings are fresh in the cache now
+        tree.read_ahead_in(nursery)
+        await tree.stat_children(macs, deadline=5)
+        assert len(nursery.child_tasks) == 0  # no task per file just to hit the cache
+    tree.read_ahead_in(None)
+
+
 async def test_read_ahead_failures_are_left_for_the_reader(
     tree: MetadataTree, emulator: Emulator
 ) -> None:
