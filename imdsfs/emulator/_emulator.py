@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import get_args
 
@@ -181,6 +181,11 @@ class Emulator:
     def set(self, path: str, value: str | bytes | Mapping[str, object]) -> None:
         """Create or replace ``/latest/<path>``; a mapping is a subtree, as in the document."""
         self._instance.set(path, value)
+
+    def alternate(self, path: str, values: Sequence[str | bytes]) -> None:
+        """Serve ``/latest/<path>`` as each of *values* in turn, the next one on every read (a
+        value that changes, and changes length, on every fetch). ``set`` or ``delete`` ends it."""
+        self._instance.alternate(path, [v.encode() if isinstance(v, str) else v for v in values])
 
     def delete(self, path: str) -> None:
         """Remove ``/latest/<path>`` (leaf or directory); KeyError if it does not exist."""

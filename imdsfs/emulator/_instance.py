@@ -15,7 +15,7 @@ import json
 import random
 import string
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -40,6 +40,17 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 @dataclass
+class _Cycle:
+    values: tuple[bytes, ...]
+    served: int = 0
+
+    def next(self) -> bytes:
+        value = self.values[self.served % len(self.values)]
+        self.served += 1
+        return value
+
+
+@dataclass
 class _Scheduled:
     due: float
     apply: Callable[[], None]
@@ -59,19 +70,34 @@ class LiveInstance:
         self._scheduled: list[_Scheduled] = []
         self._rotation_period: float | None = None
         self._next_rotation = 0.0
+        self._cycles: dict[str, _Cycle] = {}
+
+    def alternate(self, path: str, values: Sequence[bytes]) -> None:
+        """Serve *values* for *path* in turn, one per read: a value that changes (and changes
+        length) on every fetch, as credentials do across rotations."""
+        if not values:
+            raise ValueError("alternate needs at least one value")
+        with self._lock:
+            self._document.set(path, values[0])
+            self._cycles[path] = _Cycle(tuple(values))
 
     def read(self, path: str) -> bytes | None:
         """``GET /latest/<path>`` right now: bytes, or None for 404."""
         with self._lock:
             self._apply_due()
+            cycle = self._cycles.get(path.lstrip("/"))
+            if cycle is not None and self._document.read(path) is not None:
+                self._document.set(path, cycle.next())
             return self._document.read(path)
 
     def set(self, path: str, value: str | bytes | Mapping[str, object]) -> None:
         with self._lock:
+            self._cycles.pop(path.lstrip("/"), None)
             self._document.set(path, value)
 
     def delete(self, path: str) -> None:
         with self._lock:
+            self._cycles.pop(path.lstrip("/"), None)
             self._document.delete(path)
 
     # -- scenarios ------------------------------------------------------------------------
@@ -133,9 +159,14 @@ class LiveInstance:
             "LastUpdated": _iso(now),
             "AccessKeyId": "ASIA" + self._random_text(upper_digits, 16),
             "SecretAccessKey": self._random_text(base64ish, 40),
-            "Token": "IQoJb3JpZ2luX2VjE" + self._random_text(base64ish, 1000),
+            # Session tokens vary in length, so a rotation changes the document's length too.
+            "Token": "IQoJb3JpZ2luX2VjE" + self._random_text(base64ish, self._token_length()),
             "Expiration": _iso(now + timedelta(hours=6)),
         }
+
+    def _token_length(self) -> int:
+        with self._rng_lock:
+            return self._rng.randrange(600, 1400)
 
     def _random_text(self, alphabet: str, length: int) -> str:
         with self._rng_lock:
