@@ -4,7 +4,10 @@ A FUSE filesystem is read far more often than IMDS changes, and IMDS drops packe
 per second, so every value is cached for the TTL its path's policy gives. Four rules shape it:
 
 - Concurrent misses for one path share one request (single flight): ``ls -l`` on a cold
-  directory, or 64 readers of one file, cost one GET each.
+  directory, or 64 readers of one file, cost one GET each. The request runs in a task of its
+  own, bounded by the client's timeout: a reader whose deadline comes first stops waiting
+  (and gets the last good value if there is one) without cancelling it, so its outcome is
+  cached or held off for the readers after it.
 - A 404 is an answer: it is cached briefly (``policy.negative_ttl``) and raised to every waiter.
   A failure is not an answer and never becomes a negative entry.
 - While IMDS fails (unavailable, throttled, past its deadline, no token), the last good value
@@ -29,8 +32,18 @@ from typing import Literal
 
 import trio
 
-from ._client import ImdsClient, SingleFlight
-from ._errors import ConfigError, ImdsError, NotFound, Throttled, TokenError, Unavailable
+from ._client import ImdsClient
+from ._errors import (
+    ConfigError,
+    DeadlineExceeded,
+    ImdsError,
+    NotFound,
+    Throttled,
+    TokenError,
+    Unavailable,
+)
+from ._flight import SingleFlight, fallback_deadline
+from ._paths import loggable
 from ._ttl import TtlPolicy
 
 __all__ = ["CachedValue", "MetadataCache"]
@@ -87,7 +100,7 @@ class MetadataCache:
         now = trio.current_time()
         if now < self._negative.get(path, -1.0):
             self._stats["negative_hits"] += 1
-            raise NotFound(path)
+            raise NotFound(loggable(path))
         value = self._values.get(path)
         if value is not None and now < value.expires_at:
             self._stats["hits"] += 1
@@ -97,7 +110,10 @@ class MetadataCache:
             self._stats["held_off"] += 1
             return self._stale_or_raise(path, failure.error())
         self._stats["misses"] += 1
-        return await self._flight.run(path, lambda: self._fetch(path))
+        with trio.move_on_at(fallback_deadline()):
+            return await self._flight.run(path, lambda: self._fetch(path))
+        # The reader's time ran out with IMDS still being asked: IMDS is not answering in time.
+        return self._stale_or_raise(path, DeadlineExceeded(f"{loggable(path)}: no answer in time"))
 
     @property
     def endpoint(self) -> str:
@@ -174,23 +190,24 @@ class MetadataCache:
         self._failures[path] = _Failure(type(error), str(error), retry_at=now + self._holdoff)
         if not first:
             return
-        reason = str(error).removeprefix(f"{path}: ")  # most messages start with the path
+        shown = loggable(path)
+        reason = str(error).removeprefix(f"{shown}: ")  # most messages start with the path
         value = self._values.get(path)
         if isinstance(error, _OUTAGES) and value is not None:
             age = now - value.fetched_at
             if age < self._stale_bound:
                 log.warning(
                     "/latest/%s: %s; serving the value fetched %.0f s ago until IMDS answers",
-                    path,
+                    shown,
                     reason,
                     age,
                 )
                 return
-        log.warning("/latest/%s: %s", path, reason)
+        log.warning("/latest/%s: %s", shown, reason)
 
     def _recovered(self, path: str) -> None:
         if self._failures.pop(path, None) is not None:
-            log.info("/latest/%s: IMDS answers again", path)
+            log.info("/latest/%s: IMDS answers again", loggable(path))
 
     def _stale_or_raise(self, path: str, error: ImdsError) -> CachedValue:
         value = self._values.get(path)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from ._client import ClientConfig
+from ._client import ClientConfig, check_enabled
 from ._errors import ConfigError, ImdsError
 from ._fs import FsConfig
 from ._fstab import is_fstab_form, to_mount_arguments
@@ -24,6 +25,7 @@ __all__ = ["main"]
 log = logging.getLogger("imdsfs")
 
 COMMANDS = ("mount", "dump", "stats", "emulate")
+MAX_ID = 2**32 - 1  # uids and gids are 32-bit, and (u32)-1 means "none": valid ids are below
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,6 +129,12 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     add("--uid", type=int, default=0, help="owner of the non-secret files (default 0)")
     add("--gid", type=int, default=0, help="group of the non-secret files (default 0)")
     add(
+        "--log-file",
+        metavar="FILE",
+        help="where a background mount logs (default: syslog, else /var/log/imdsfs.log for "
+        "root and ~/.local/state/imdsfs.log for others)",
+    )
+    add(
         "--prefetch",
         action="store_true",
         help="read the whole tree once at mount (one bounded concurrent crawl)",
@@ -206,6 +214,11 @@ def _secret_mode(text: str) -> int:
 
 
 def _run_mount(args: argparse.Namespace) -> int:
+    if args.from_snapshot is None:  # a snapshot is a file, not IMDS
+        check_enabled(os.environ)
+    for flag, value in (("--uid", args.uid), ("--gid", args.gid)):
+        if not 0 <= value < MAX_ID:
+            raise ConfigError(f"{flag} must be between 0 and {MAX_ID - 1}, not {value}")
     if not 1 <= args.token_ttl <= 21600:
         raise ConfigError("--token-ttl must be between 1 and 21600 seconds")
     if args.deadline <= 0:
@@ -214,10 +227,9 @@ def _run_mount(args: argparse.Namespace) -> int:
         raise ConfigError("--from-snapshot serves a file: it takes no --endpoint")
     options = MountOptions(
         mountpoint=args.mountpoint,
-        # The client gives up first, so the reader's error carries the precise reason.
-        client=_client_config(args, deadline=args.deadline * 0.9, token_ttl=args.token_ttl),
+        client=_client_config(args, timeout=args.deadline, token_ttl=args.token_ttl),
         fs=FsConfig(
-            deadline=args.deadline, uid=args.uid, gid=args.gid, secret_mode=args.secret_mode
+            timeout=args.deadline, uid=args.uid, gid=args.gid, secret_mode=args.secret_mode
         ),
         ttl_rules=tuple(args.ttl),
         stale_bound=args.stale_bound,
@@ -225,14 +237,16 @@ def _run_mount(args: argparse.Namespace) -> int:
         foreground=args.foreground,
         prefetch=args.prefetch,
         snapshot=args.from_snapshot,
+        log_file=args.log_file,
     )
     return mount(options)
 
 
 def _run_dump(args: argparse.Namespace) -> int:
+    check_enabled(os.environ)
     if args.deadline <= 0:
         raise ConfigError("--deadline must be positive")
-    config = _client_config(args, deadline=args.deadline)
+    config = _client_config(args, timeout=args.deadline)
     return dump(config, args.output, omit_secrets=args.omit_secrets)
 
 

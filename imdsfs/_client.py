@@ -8,11 +8,15 @@ Three layers, each small enough to reason about on its own:
 - ``TokenManager`` owns the IMDSv2 token: one PUT serves every concurrent caller, the token is
   refreshed a little before it expires, and a 401 drops it. A PUT unanswered twice (the hop
   limit) is a TokenError, remembered for a few seconds so reads fail fast rather than each
-  wait for another PUT. ``SingleFlight``, which makes concurrent callers share one request,
-  serves the cache too.
-- ``ImdsClient.get`` is one metadata read: path check, deadline, retries with jittered backoff,
-  and the status code mapped to the ``imdsfs._errors`` hierarchy. Redirects are not followed,
-  and a 200 carrying an HTML page (a proxy or portal in the way) is not taken for a value.
+  wait for another PUT.
+- ``ImdsClient.get`` is one metadata read: path check, retries with jittered backoff within
+  the caller's deadline, and the status code mapped to the ``imdsfs._errors`` hierarchy.
+  Redirects are not followed, and a 200 carrying an HTML or XHTML page (a proxy or portal in
+  the way) is not taken for a value.
+
+Deadlines are absolute and belong to the caller (a FUSE request, a background fetch, a dump):
+the client reads trio's effective deadline and sets one of its own, ``config.timeout`` from
+now, only when it is itself the start of an operation (no deadline is in effect).
 
 Everything that reads time uses ``trio.current_time()`` so tests can drive it with a MockClock.
 """
@@ -28,10 +32,10 @@ import os
 import random
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Self
 
 import httpx
 import trio
@@ -47,13 +51,15 @@ from ._errors import (
     TokenError,
     Unavailable,
 )
+from ._flight import SingleFlight
+from ._paths import loggable
 
 __all__ = [
     "ClientConfig",
     "ImdsClient",
     "ImdsResponse",
-    "SingleFlight",
     "TokenManager",
+    "check_enabled",
     "resolve_endpoint",
 ]
 
@@ -62,12 +68,16 @@ log = logging.getLogger(__name__)
 ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
 ENDPOINT_MODE_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"
 V1_DISABLED_ENV = "AWS_EC2_METADATA_V1_DISABLED"
+DISABLED_ENV = "AWS_EC2_METADATA_DISABLED"
 ENDPOINTS = {"ipv4": "http://169.254.169.254", "ipv6": "http://[fd00:ec2::254]"}
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 MAX_TOKEN_TTL = 21600
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,1024}")  # real tokens have 56
+_MAX_TOKEN_BODY = 4096
+# ASCII digits, and few of them: str.isdigit() accepts "²", which int() refuses.
+_SMALL_NUMBER = re.compile(r"[0-9]{1,12}")
 
 _NO_TOKEN_ANSWER = (
     "the IMDSv2 token request (PUT /latest/api/token) got no answer. The usual cause is the "
@@ -91,7 +101,9 @@ class ClientConfig:
     allow_imdsv1: bool = False  # and only if AWS_EC2_METADATA_V1_DISABLED is not true
     connect_timeout: float = 1.0
     read_timeout: float = 1.0  # per attempt; IMDS answers in milliseconds, the AWS SDKs wait 1 s
-    deadline: float = 5.0  # one get(), retries and token included
+    # Seconds one get() (retries and token included) or one token request may take when its
+    # caller set no deadline: the length of a background fetch.
+    timeout: float = 5.0
     max_attempts: int = 4
     backoff_base: float = 0.05
     backoff_max: float = 1.0
@@ -104,7 +116,7 @@ class ClientConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.token_ttl <= MAX_TOKEN_TTL:
             raise ConfigError(f"token_ttl must be 1..{MAX_TOKEN_TTL} seconds")
-        for name in ("connect_timeout", "read_timeout", "deadline", "token_retry_after"):
+        for name in ("connect_timeout", "read_timeout", "timeout", "token_retry_after"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number of seconds")
@@ -144,6 +156,13 @@ def _check_endpoint(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def check_enabled(environ: Mapping[str, str]) -> None:
+    """Refuse to touch IMDS when ``AWS_EC2_METADATA_DISABLED=true`` says not to (the AWS SDKs'
+    convention: the host's owner turned IMDS access off for this environment)."""
+    if environ.get(DISABLED_ENV, "").strip().lower() == "true":
+        raise ConfigError(f"{DISABLED_ENV}=true: IMDS access is turned off here")
+
+
 def _v1_refusal(config: ClientConfig, environ: Mapping[str, str]) -> str | None:
     """Why the IMDSv1 fallback is off, or None when it is on."""
     if not config.allow_imdsv1:
@@ -170,53 +189,6 @@ def check_path(path: str) -> None:
         raise ConfigError(f"invalid IMDS path {path!r}")
 
 
-# -- single flight -------------------------------------------------------------------------
-
-K = TypeVar("K", bound=Hashable)
-T = TypeVar("T")
-
-
-@dataclass(eq=False)
-class _Call(Generic[T]):
-    done: trio.Event = field(default_factory=trio.Event)
-    result: tuple[T] | None = None
-    error: Exception | None = None
-
-
-class SingleFlight(Generic[K, T]):
-    """Concurrent calls for one key share one execution and its result or exception.
-
-    The first caller runs the function in its own task; the others wait. If that caller is
-    cancelled, the waiters do not inherit the cancellation: one of them runs the function anew.
-    """
-
-    def __init__(self) -> None:
-        self._calls: dict[K, _Call[T]] = {}
-
-    async def run(self, key: K, fn: Callable[[], Awaitable[T]]) -> T:
-        while (call := self._calls.get(key)) is not None:
-            await call.done.wait()
-            if call.result is not None:
-                return call.result[0]
-            if call.error is not None:
-                raise call.error
-        return await self._lead(key, fn)
-
-    async def _lead(self, key: K, fn: Callable[[], Awaitable[T]]) -> T:
-        call: _Call[T] = _Call()
-        self._calls[key] = call
-        try:
-            value = await fn()
-        except Exception as exc:
-            call.error = exc
-            raise
-        finally:
-            del self._calls[key]
-            call.done.set()
-        call.result = (value,)
-        return value
-
-
 # -- transport -----------------------------------------------------------------------------
 
 
@@ -231,14 +203,17 @@ class _Reply:
 @contextlib.contextmanager
 def _map_httpx_exceptions(method: str, url: str, *, token_request: bool) -> Iterator[None]:
     """The one place where httpx's exceptions become ours."""
+    shown = _shown(url)
     try:
         yield
     except httpx.TimeoutException as exc:
         if token_request:  # IMDS never stalls a PUT; an unanswered one is the hop limit
             raise TokenError(_NO_TOKEN_ANSWER) from exc
-        raise Unavailable(f"{method} {url}: {type(exc).__name__} (timed out)") from exc
-    except httpx.TransportError as exc:
-        raise Unavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+        raise Unavailable(f"{method} {shown}: {type(exc).__name__} (timed out)") from exc
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # a broken connection, answer or URL
+        raise Unavailable(f"{method} {shown}: {type(exc).__name__}: {exc}") from exc
+    except (ValueError, UnicodeError) as exc:  # h11 or httpcore refusing what was sent
+        raise Unavailable(f"{method} {shown}: malformed response: {exc}") from exc
 
 
 class _Transport:
@@ -259,9 +234,10 @@ class _Transport:
     ) -> None:
         self._http = transport or httpx.AsyncHTTPTransport(
             trust_env=False,  # nor SSL_CERT_FILE and friends
+            # IMDS closes every connection. One kept open could also desynchronise: a server
+            # that answers twice would hand one path's body to the next request.
             limits=httpx.Limits(
-                max_connections=config.max_concurrency,
-                max_keepalive_connections=config.max_concurrency,
+                max_connections=config.max_concurrency, max_keepalive_connections=0
             ),
         )
         self._timeouts = {
@@ -275,14 +251,14 @@ class _Transport:
         self._stats = stats
 
     async def request(
-        self, method: str, url: str, headers: Mapping[str, str], *, token_request: bool = False
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        token_request: bool = False,
+        max_body: int | None = None,
     ) -> _Reply:
-        request = httpx.Request(
-            method,
-            url,
-            headers={**_DEFAULT_HEADERS, **headers},
-            extensions={"timeout": self._timeouts},
-        )
         async with self._limiter:
             self._stats["requests"] += 1
             self._stats["in_flight"] += 1
@@ -291,14 +267,20 @@ class _Transport:
             )
             try:
                 with _map_httpx_exceptions(method, url, token_request=token_request):
+                    request = httpx.Request(
+                        method,
+                        url,
+                        headers={**_DEFAULT_HEADERS, **headers},
+                        extensions={"timeout": self._timeouts},
+                    )
                     response = await self._http.handle_async_request(request)
                     try:
-                        body = await _read_bounded(response, url, self._max_body)
+                        body = await _read_bounded(response, url, max_body or self._max_body)
                     finally:
                         await response.aclose()
             finally:
                 self._stats["in_flight"] -= 1
-        log.debug("%s %s -> %d (%d bytes)", method, url, response.status_code, len(body))
+        log.debug("%s %s -> %d (%d bytes)", method, _shown(url), response.status_code, len(body))
         return _Reply(response.status_code, response.headers, body, trio.current_time())
 
     async def aclose(self) -> None:
@@ -311,13 +293,13 @@ _DEFAULT_HEADERS = {"User-Agent": "imdsfs", "Accept-Encoding": "identity"}
 async def _read_bounded(response: httpx.Response, url: str, limit: int) -> bytes:
     """The raw body (no decoding: the bytes are the file), refused as soon as it passes limit."""
     declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ResponseTooLarge(f"{url}: {declared} bytes, more than the {limit} allowed")
+    if _SMALL_NUMBER.fullmatch(declared) and int(declared) > limit:
+        raise ResponseTooLarge(f"{_shown(url)}: {declared} bytes, more than the {limit} allowed")
     body = bytearray()
     async for chunk in response.aiter_raw():
         body += chunk
         if len(body) > limit:
-            raise ResponseTooLarge(f"{url}: body exceeds the {limit} bytes allowed")
+            raise ResponseTooLarge(f"{_shown(url)}: body exceeds the {limit} bytes allowed")
     return bytes(body)
 
 
@@ -347,8 +329,10 @@ class TokenManager:
         v1_refusal: str | None,
         stats: Counter[str],
         retry_after: float = 5.0,
+        timeout: float = 5.0,
     ) -> None:
         self._transport = transport
+        self._timeout = timeout
         self._url = f"{endpoint}/latest/api/token"
         self._ttl = ttl
         self._v1_refusal = v1_refusal  # None: falling back to IMDSv1 is allowed
@@ -376,13 +360,23 @@ class TokenManager:
         return await self._flight.run("token", self._renew_or_remember)
 
     async def _renew_or_remember(self) -> str | None:
+        """One token request for every waiter, in a task of its own (see `SingleFlight`):
+        bounded by a deadline of its own, and a failure remembered even if every waiter has
+        given up on it by then."""
         try:
-            token = await self._renew()
-        except TokenError as exc:
-            self._failed = (trio.current_time() + self._retry_after, str(exc))
-            raise
-        self._failed = None
-        return token
+            with trio.move_on_after(self._timeout):
+                token = await self._renew()
+                self._failed = None
+                return token
+            raise TokenError(f"the IMDSv2 token request got no answer within {self._timeout} s")
+        except (TokenError, ResponseTooLarge) as exc:
+            error = (
+                exc
+                if isinstance(exc, TokenError)
+                else TokenError(f"IMDS answered the token request with an unusable token: {exc}")
+            )
+            self._failed = (trio.current_time() + self._retry_after, str(error))
+            raise error from None
 
     def invalidate(self, token: str | None) -> None:
         """Forget ``token`` after IMDS answered 401 to it; a newer token is kept.
@@ -415,7 +409,11 @@ class TokenManager:
         sent_at = trio.current_time()
         self._stats["token_puts"] += 1
         reply = await self._transport.request(
-            "PUT", self._url, {TOKEN_TTL_HEADER: str(self._ttl)}, token_request=True
+            "PUT",
+            self._url,
+            {TOKEN_TTL_HEADER: str(self._ttl)},
+            token_request=True,
+            max_body=_MAX_TOKEN_BODY,
         )
         return sent_at, reply
 
@@ -423,11 +421,18 @@ class TokenManager:
         value = reply.body.decode("latin-1")
         if not _TOKEN_CHARS.fullmatch(value):  # it goes into a header verbatim
             raise TokenError("IMDS answered the token request with an unusable token")
-        granted = reply.headers.get(TOKEN_TTL_HEADER, "")
-        ttl = min(self._ttl, int(granted)) if granted.isdigit() and int(granted) > 0 else self._ttl
+        ttl = self._granted_ttl(reply.headers.get(TOKEN_TTL_HEADER))
         margin = min(max(1.0, ttl / 10), ttl / 2)
         log.debug("IMDSv2 token obtained, valid for %d s", ttl)
         return _Token(value, refresh_at=sent_at + ttl - margin)
+
+    def _granted_ttl(self, header: str | None) -> int:
+        """The TTL IMDS granted; the one asked for when IMDS does not say (some emulators)."""
+        if header is None:
+            return self._ttl
+        if not _SMALL_NUMBER.fullmatch(header.strip()) or int(header) < 1:
+            raise TokenError(f"IMDS granted the token an unusable TTL ({header[:20]!r})")
+        return min(self._ttl, int(header))
 
     def _fall_back_to_v1(self, status: int) -> None:
         if self._v1_refusal is not None:
@@ -496,6 +501,7 @@ class ImdsClient:
             v1_refusal=_v1_refusal(config, environ),
             stats=self._stats,
             retry_after=config.token_retry_after,
+            timeout=config.timeout,
         )
         self._random = random.Random()
 
@@ -506,25 +512,24 @@ class ImdsClient:
         404 → NotFound, at once. 401 → a fresh token and one more try,
         then Forbidden. 403 → Forbidden. 429/503 → retried (honouring Retry-After), then
         Throttled. Other 5xx and connection failures → retried, then Unavailable. All of it
-        within ``config.deadline`` → else DeadlineExceeded.
+        within the caller's deadline; with none in effect, within ``config.timeout`` → else
+        DeadlineExceeded.
         """
         self._stats["calls"] += 1
         try:
             check_path(path)
-            with trio.fail_after(self.config.deadline):
+            if trio.current_effective_deadline() != math.inf:
+                return await self._get_with_retries(path)  # the caller's deadline rules
+            with trio.move_on_after(self.config.timeout):
                 return await self._get_with_retries(path)
-        except trio.TooSlowError:
-            self._stats[_ERROR_KEYS[DeadlineExceeded]] += 1
-            raise DeadlineExceeded(
-                f"{path}: no answer within the {self.config.deadline} s deadline"
-            ) from None
+            raise DeadlineExceeded(f"{loggable(path)}: no answer within {self.config.timeout} s")
         except ImdsError as exc:
             self._stats[_ERROR_KEYS.get(type(exc), "errors.other")] += 1
             raise
 
     async def _get_with_retries(self, path: str) -> ImdsResponse:
         url = f"{self.endpoint}/latest/{path}"
-        deadline_at = trio.current_time() + self.config.deadline
+        deadline = trio.current_effective_deadline()
         attempt = 0
         reauthorized = False
         while True:
@@ -539,7 +544,9 @@ class ImdsClient:
             else:
                 if reply.status == 200:
                     if _is_html(reply.headers):  # IMDS sends HTML only with a 404
-                        raise Unavailable(f"{path}: HTTP 200 with an HTML page, not metadata")
+                        raise Unavailable(
+                            f"{loggable(path)}: HTTP 200 with an HTML page, not metadata"
+                        )
                     return _response(path, reply)
                 if reply.status == 401 and not reauthorized:
                     reauthorized = True  # the token expired or was revoked: one fresh try
@@ -552,10 +559,10 @@ class ImdsClient:
                 retry_after = _retry_after(reply.headers)
             attempt += 1
             delay = max(self._backoff(attempt), retry_after or 0.0)
-            if attempt >= self.config.max_attempts or trio.current_time() + delay >= deadline_at:
+            if attempt >= self.config.max_attempts or trio.current_time() + delay >= deadline:
                 raise error  # the real cause says more than a deadline would
             self._stats["retries"] += 1
-            log.debug("%s: %s; retry %d in %.3f s", path, error, attempt, delay)
+            log.debug("%s: %s; retry %d in %.3f s", loggable(path), error, attempt, delay)
             await trio.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
@@ -583,11 +590,19 @@ class ImdsClient:
         await self.aclose()
 
 
+def _shown(url: str) -> str:
+    """*url* as a log line or an error message may show it (see `loggable`)."""
+    base, separator, path = url.partition("/latest/")
+    return f"{base}{separator}{loggable(path)}" if separator else url[:300]
+
+
 def _is_html(headers: httpx.Headers) -> bool:
-    """A 200 in HTML comes from something in the way (a proxy, a captive portal), never from
-    IMDS, whose values are text/plain or application/octet-stream: its bytes are not a value."""
+    """A 200 in HTML or XHTML comes from something in the way (a proxy, a captive portal),
+    never from IMDS, whose values are text/plain or application/octet-stream (it sends XHTML
+    only with a 404): its bytes are not a value."""
     content_type: str = headers.get("Content-Type", "")
-    return content_type.split(";")[0].strip().lower() == "text/html"
+    media_type = content_type.split(";")[0].strip().lower()
+    return media_type in ("text/html", "application/xhtml+xml") or media_type.endswith("+html")
 
 
 def _response(path: str, reply: _Reply) -> ImdsResponse:
@@ -600,6 +615,7 @@ def _response(path: str, reply: _Reply) -> ImdsResponse:
 
 
 def _status_error(path: str, status: int) -> ImdsError:
+    path = loggable(path)
     if status == 404:
         return NotFound(path)
     if status == 401:

@@ -1,8 +1,18 @@
 """The pyfuse3 `Operations`: translation between kernel requests and the `MetadataTree`.
 
-Nothing here speaks HTTP or decides caching policy. Each handler runs under the request
-deadline and maps the one exception hierarchy to errno in `_errno_for`, because any other
-exception escaping a handler tears the whole mount down.
+Nothing here speaks HTTP or decides caching policy. Each handler runs under one absolute
+deadline, set where the request enters, and maps the one exception hierarchy to errno in
+`_errno_for`, because any other exception escaping a handler tears the whole mount down.
+
+How the kernel caches what these handlers answer (see `_tree` for why a file's inode names
+one value):
+
+- A file version's attributes and bytes never change, so its pages are kept across opens
+  (``keep_cache``) and its attributes for the longest the kernel is allowed to keep them;
+  its *entry* (name → inode) lasts only as long as the value's TTL, after which the kernel
+  looks the name up again and finds the newer version, if any.
+- A file whose value is not known (its inode is the node's own) has no cached size, entry
+  or pages: it is read with ``direct_io`` from the bytes taken at open.
 """
 
 from __future__ import annotations
@@ -12,10 +22,11 @@ import errno
 import functools
 import itertools
 import logging
+import math
 import os
 import stat
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
@@ -24,7 +35,8 @@ import trio
 
 from . import _introspect as introspect
 from ._errors import Forbidden, ImdsError, NotFound, ResponseTooLarge, Throttled
-from ._tree import MetadataTree, Node, NodeKind, NodeStat
+from ._flight import ANSWER_RESERVE
+from ._tree import FileVersion, MetadataTree, Node, NodeKind, NodeStat
 
 __all__ = ["FsConfig", "ImdsOperations"]
 
@@ -40,7 +52,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 class FsConfig:
     """What the kernel-facing side needs to know; policy lives in the tree and cache."""
 
-    deadline: float = 5.0  # seconds any one request may take, retries and all
+    timeout: float = 5.0  # --deadline: seconds any one request may take, retries and all
     uid: int = 0
     gid: int = 0
     secret_mode: int = 0o400  # credential files and user-data, always owned by root
@@ -68,7 +80,7 @@ def _handler(
     @functools.wraps(method)
     async def wrapper(self: ImdsOperations, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            with trio.fail_after(self.config.deadline):
+            with trio.fail_after(self.config.timeout):
                 return await method(self, *args, **kwargs)
         except pyfuse3.FUSEError:
             raise
@@ -79,7 +91,7 @@ def _handler(
             raise pyfuse3.FUSEError(_errno_for(exc)) from None
         except trio.TooSlowError:
             log.warning(
-                "%s: no answer within the %.1f s deadline", method.__name__, self.config.deadline
+                "%s: no answer within the %.1f s deadline", method.__name__, self.config.timeout
             )
             raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception:
@@ -91,6 +103,55 @@ def _handler(
 
 async def _read_only(*_args: object, **_kwargs: object) -> NoReturn:
     raise pyfuse3.FUSEError(errno.EROFS)
+
+
+class _DirectoryQueues:
+    """How long the kernel may already have kept a directory's next lookup waiting.
+
+    The kernel runs the lookups and readdirs of one directory one at a time and queues the
+    rest before imdsfs sees them: libfuse 3.14 never passes FUSE_PARALLEL_DIROPS to the kernel
+    (fixed in libfuse 3.16's successor, which no longer offers it by default, and pyfuse3 cannot
+    ask for it). A queued reader's time started with its system call, so each directory keeps
+    how long its lookups and readdirs took over the last *window* seconds, and the next one
+    gets its deadline less that: readers queued behind a lookup that waited out its deadline
+    answer at once (from the cache, or with EIO) instead of each waiting a deadline of its own.
+    Time is kept in buckets of `BUCKET` seconds, so memory stays small under any load.
+    """
+
+    BUCKET = 0.1
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._busy: dict[int, dict[int, float]] = {}  # directory → bucket → seconds busy
+
+    @contextlib.contextmanager
+    def deadline(self, directory: int) -> Iterator[None]:
+        """Run one lookup or readdir of *directory* under what is left of the deadline."""
+        started = trio.current_time()
+        left = self._window - self._busy_since(directory, started - self._window)
+        try:
+            # Never less than the time to answer: a reader with no time left to wait is
+            # still answered (from the cache, or with an error), not cut off mid-reply.
+            with trio.fail_at(started + max(left, ANSWER_RESERVE)):
+                yield
+        finally:
+            self._record(directory, started, trio.current_time())
+
+    def _busy_since(self, directory: int, since: float) -> float:
+        buckets = self._busy.get(directory)
+        if not buckets:
+            return 0.0
+        first = math.floor(since / self.BUCKET)
+        for key in [key for key in buckets if key < first]:
+            del buckets[key]
+        return sum(buckets.values())
+
+    def _record(self, directory: int, started: float, ended: float) -> None:
+        buckets = self._busy.setdefault(directory, {})
+        for key in range(math.floor(started / self.BUCKET), math.floor(ended / self.BUCKET) + 1):
+            overlap = min(ended, (key + 1) * self.BUCKET) - max(started, key * self.BUCKET)
+            if overlap > 0:
+                buckets[key] = buckets.get(key, 0.0) + overlap
 
 
 class ImdsOperations(pyfuse3.Operations):
@@ -106,7 +167,7 @@ class ImdsOperations(pyfuse3.Operations):
         self._handles = itertools.count(1)
         self._files: dict[int, bytes] = {}
         self._dirs: dict[int, tuple[Node, list[NodeStat] | None]] = {}
-        self._told_kernel: dict[int, tuple[int, float]] = {}  # inode → (size, mtime) last reported
+        self._queues = _DirectoryQueues(config.timeout)
 
     # --- names and attributes -------------------------------------------------------------
 
@@ -115,18 +176,24 @@ class ImdsOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         parent = self.tree.node(parent_inode)
-        if name in (b".", b".."):
-            inode = parent.inode if name == b"." else parent.parent
-            return self._attributes(await self.tree.stat(self.tree.node(inode)))
-        try:
-            node = await self.tree.child(parent, os.fsdecode(name))
-            return self._attributes(await self.tree.stat(node))
-        except NotFound:
-            return self._negative_entry()
+        with self._queues.deadline(parent_inode):
+            if name in (b".", b".."):
+                inode = parent.inode if name == b"." else parent.parent
+                return self._attributes(await self.tree.stat(self.tree.node(inode)))
+            try:
+                entry = await self.tree.stat(await self.tree.child(parent, os.fsdecode(name)))
+            except NotFound:
+                return self._negative_entry()
+        self.tree.looked_up(entry.inode)
+        return self._attributes(entry)
 
     @_handler
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._attributes(await self.tree.stat(self.tree.node(inode)))
+        found = self.tree.entry(inode)
+        if isinstance(found, FileVersion):  # attributes that never change: no fetch
+            return self._attributes(NodeStat(found.node, None, found))
+        entry = await self.tree.stat(found)
+        return self._attributes(NodeStat(entry.node, entry.value))  # as this inode, not a version
 
     @_handler
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -136,7 +203,9 @@ class ImdsOperations(pyfuse3.Operations):
         return os.fsencode(node.target)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        """Inodes are never reused, so there is nothing to free."""
+        """Superseded file versions the kernel no longer holds are freed; nodes stay."""
+        for inode, count in inode_list:
+            self.tree.forget(inode, count)
 
     # --- directories ----------------------------------------------------------------------
 
@@ -153,13 +222,11 @@ class ImdsOperations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         entries = await self._listing_snapshot(fh)
         for index in range(start_id, len(entries)):
-            if not pyfuse3.readdir_reply(
-                token,
-                os.fsencode(entries[index].node.name),
-                self._attributes(entries[index]),
-                index + 1,
-            ):
+            entry = entries[index]
+            name = os.fsencode(entry.node.name)
+            if not pyfuse3.readdir_reply(token, name, self._attributes(entry), index + 1):
                 break
+            self.tree.looked_up(entry.inode)  # readdirplus: the kernel holds the entry now
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
@@ -168,7 +235,8 @@ class ImdsOperations(pyfuse3.Operations):
         """Fetched once per open directory, so offsets stay valid while IMDS changes."""
         node, entries = self._dirs[fh]
         if entries is None:
-            entries = await self.tree.stat_children(node, deadline=self.config.deadline * 0.8)
+            with self._queues.deadline(node.inode):
+                entries = await self.tree.stat_children(node)
             self._dirs[fh] = (node, entries)
         return entries
 
@@ -178,17 +246,17 @@ class ImdsOperations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
-        node = self.tree.node(inode)
-        if node.kind is not NodeKind.FILE:
-            raise pyfuse3.FUSEError(errno.EISDIR)
-        value = (await self.tree.stat(node)).value
-        assert value is not None  # a file's stat always carries its value
-        unchanged = self._told_kernel.get(inode) == (len(value.body), value.changed_at)
-        if not unchanged:
-            self._refresh_kernel_size(inode)
+        found = self.tree.entry(inode)
         fh = next(self._handles)
-        self._files[fh] = value.body
-        return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged)
+        if isinstance(found, FileVersion):  # bytes that never change: the page cache may keep them
+            self._files[fh] = found.body
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        if found.kind is not NodeKind.FILE:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        value = (await self.tree.stat(found)).value
+        assert value is not None  # a file's stat always carries its value
+        self._files[fh] = value.body  # the kernel has no size for this inode to trust
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     @_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -196,11 +264,6 @@ class ImdsOperations(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         self._files.pop(fh, None)
-
-    def _refresh_kernel_size(self, inode: int) -> None:
-        """The kernel may hold an older size; make it ask again rather than truncate or pad."""
-        with contextlib.suppress(OSError):  # ENOENT: the kernel holds nothing for this inode
-            pyfuse3.invalidate_inode(inode, attr_only=True)
 
     # --- the file system as a whole -------------------------------------------------------
 
@@ -240,28 +303,34 @@ class ImdsOperations(pyfuse3.Operations):
     # --- attributes -----------------------------------------------------------------------
 
     def _attributes(self, entry: NodeStat) -> pyfuse3.EntryAttributes:
-        node, value = entry.node, entry.value
+        node, value, version = entry.node, entry.value, entry.version
         attrs = pyfuse3.EntryAttributes()
-        attrs.st_ino = node.inode
+        attrs.st_ino = entry.inode
         attrs.st_uid, attrs.st_gid = (0, 0) if node.secret else (self.config.uid, self.config.gid)
         attrs.st_mode = _mode(node, self.config.secret_mode)
         attrs.st_nlink = 2 if node.kind is NodeKind.DIRECTORY else 1
         changed = value.changed_at if value is not None else self._started
+        if version is not None:
+            changed = version.changed_at
         attrs.st_atime_ns = attrs.st_ctime_ns = attrs.st_mtime_ns = int(changed * 1e9)
-        timeout = self._kernel_timeout(entry)
-        attrs.entry_timeout = attrs.attr_timeout = timeout
+        attrs.entry_timeout = attrs.attr_timeout = self._kernel_timeout(entry)
+        if version is not None:
+            attrs.attr_timeout = self.config.max_kernel_timeout  # they never change
+        body = version.body if version is not None else value.body if value is not None else None
         if node.kind is NodeKind.SYMLINK:
             attrs.st_size = len(os.fsencode(node.target or ""))
-        elif node.kind is NodeKind.FILE and value is not None:
-            attrs.st_size = len(value.body)
+        elif node.kind is NodeKind.FILE and body is not None:
+            attrs.st_size = len(body)
             attrs.st_blocks = (attrs.st_size + 511) // 512
-            self._told_kernel[node.inode] = (attrs.st_size, value.changed_at)
         return attrs
 
     def _kernel_timeout(self, entry: NodeStat) -> float:
         """As long as the backend would serve the same value, never longer than the cap.
 
-        A file of unknown size gets 0 so the next ``stat`` asks again instead of trusting 0."""
+        A file not known by a version (size unknown, or reported for the node's own inode)
+        gets 0: the kernel must ask again rather than trust a size that may change."""
+        if entry.node.kind is NodeKind.FILE and entry.version is None:
+            return 0.0
         if entry.value is None:
             return 0.0 if entry.node.kind is NodeKind.FILE else 1.0
         remaining = entry.value.expires_at - trio.current_time()

@@ -41,6 +41,7 @@ VALUED: dict[str, str] = {
     "max_requests": "--max-requests",
     "secret_mode": "--secret-mode",
     "snapshot": "--from-snapshot",
+    "log_file": "--log-file",
 }
 
 # Generic mount options: meaningful to mount(8), systemd or the kernel, not to imdsfs.

@@ -14,9 +14,12 @@ import logging
 import logging.handlers
 import os
 import signal
+import socket
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import httpx
 import pyfuse3
@@ -24,7 +27,7 @@ import trio
 
 from . import _systemd as systemd
 from ._cache import MetadataCache
-from ._client import ClientConfig, ImdsClient
+from ._client import ClientConfig, ImdsClient, resolve_endpoint
 from ._fs import FsConfig, ImdsOperations
 from ._snapshot import SNAPSHOT_ENDPOINT, open_snapshot
 from ._tree import MetadataTree
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 _FUSE_DEVICE = "/dev/fuse"
 # What a mount whose daemon died answers: ENOTCONN, or ECONNABORTED right after a SIGKILL.
 _STALE_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
+_PROBE_TIMEOUT = 1.0  # what a mount at boot may lose to an IMDS that does not answer yet
+_SYSLOG_SOCKET = "/dev/log"
 
 
 class MountError(Exception):
@@ -52,9 +57,13 @@ class MountOptions:
     stale_bound: float = 300.0
     allow_other: bool = False
     foreground: bool = False
-    max_tasks: int = 32  # kernel requests served at once; HTTP is bounded lower, in the client
+    # Kernel requests served at once. Each is a cheap trio task and HTTP is bounded far lower,
+    # in the client; a request the daemon has no task for waits in the kernel, where its
+    # deadline is already running.
+    max_tasks: int = 256
     prefetch: bool = False  # crawl the whole tree once at mount, so the first walk is warm
     snapshot: str | None = None  # serve this instance document (imdsfs dump) instead of IMDS
+    log_file: str | None = None  # a background mount's log; None: syslog, else a default file
 
     def fuse_options(self) -> set[str]:
         options = {"fsname=imds", "subtype=imdsfs", "ro", "nodev", "nosuid", "noexec"}
@@ -73,6 +82,8 @@ def mount(options: MountOptions) -> int:
         transport = open_snapshot(options.snapshot)
         options = replace(options, client=replace(options.client, endpoint=SNAPSHOT_ENDPOINT))
     prepare_mountpoint(mountpoint)
+    if options.snapshot is None:
+        _warn_if_nothing_answers(resolve_endpoint(options.client, os.environ))
     if options.foreground:
         _serve(options, mountpoint, policy, transport, ready=lambda: None)
         return 0
@@ -93,6 +104,21 @@ def prepare_mountpoint(path: str) -> None:
         raise MountError(f"mountpoint {path} is not a directory")
     if os.path.ismount(path):
         raise MountError(f"{path} is already a mountpoint: unmount it first")
+
+
+def _warn_if_nothing_answers(endpoint: str) -> None:
+    """Say so when nothing accepts a connection at *endpoint*; mount anyway, since at boot IMDS
+    may answer a moment later. A connection only (no request): IMDS is not charged for it."""
+    url = httpx.URL(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.host, port), timeout=_PROBE_TIMEOUT):
+            return
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    log.warning(
+        "nothing answers at %s (%s); mounting anyway: reads fail until it does", endpoint, reason
+    )
 
 
 def _clear_stale_mount(path: str) -> None:
@@ -182,6 +208,7 @@ def _serve_in_background(
     os.chdir("/")
 
     def ready() -> None:
+        _log_in_background(options.log_file)
         _detach_stdio()  # before answering: whoever started us may wait for our output to end
         os.write(write_end, b"1")
         os.close(write_end)
@@ -198,19 +225,51 @@ def _serve_in_background(
 
 
 def _detach_stdio() -> None:
-    """Let go of the terminal or pipe we were started from; logs go to syslog from now on."""
-    _log_to_syslog()
+    """Let go of the terminal or pipe we were started from."""
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
 
 
-def _log_to_syslog() -> None:
+def _log_in_background(log_file: str | None) -> None:
+    """Send the log where a background mount's errors will be found: *log_file*, else syslog,
+    else (no syslog daemon: containers, minimal systems) `default_log_file`. Never nowhere:
+    the mount has already told its caller it is up, so its log is all that is left."""
+    if log_file is None and _syslog_answers():
+        handler: logging.Handler = logging.handlers.SysLogHandler(address=_SYSLOG_SOCKET)
+        # syslog adds the time and takes the level as the priority: neither goes in the text.
+        handler.setFormatter(logging.Formatter("imdsfs[%(process)d]: %(name)s: %(message)s"))
+    else:
+        path = Path(log_file or default_log_file())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s imdsfs[%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
+        if log_file is None:
+            print(f"imdsfs: no syslog at {_SYSLOG_SOCKET}; logging to {path}", file=sys.stderr)
     root = logging.getLogger()
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-    if os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler(address="/dev/log")
-        handler.setFormatter(logging.Formatter("imdsfs[%(process)d]: %(levelname)s %(message)s"))
-        root.addHandler(handler)
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+
+
+def _syslog_answers() -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        probe.connect(_SYSLOG_SOCKET)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def default_log_file() -> str:
+    """Where a background mount logs when there is no syslog: /var/log for root, else the
+    user's state directory (XDG)."""
+    if os.geteuid() == 0:
+        return "/var/log/imdsfs.log"
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(state, "imdsfs.log")

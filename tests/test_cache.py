@@ -359,7 +359,7 @@ async def test_without_a_stale_value_the_failure_is_raised_again_at_once(
 async def test_a_stalled_imds_costs_one_reader_the_deadline_not_every_reader(
     emulator: Emulator, make_cache: MakeCache
 ) -> None:
-    cache = make_cache("**=0.2", holdoff=2, deadline=0.5)
+    cache = make_cache("**=0.2", holdoff=2, timeout=0.5)
     good = await cache.get(INSTANCE_ID)
     await trio.sleep(0.25)
     emulator.faults.stall_next(100, seconds=30, path=f"/latest/{INSTANCE_ID}")

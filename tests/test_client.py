@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 import logging
 import socket
+import socketserver
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -442,14 +444,14 @@ async def test_retry_after_beyond_the_deadline_fails_at_once_as_throttled(
     emulator.faults.throttle_next(1, retry_after=30, path=WIRE_INSTANCE_ID)
     start = time.monotonic()
     with pytest.raises(Throttled):
-        await make_client(emulator, deadline=2.0).get(INSTANCE_ID)
+        await make_client(emulator, timeout=2.0).get(INSTANCE_ID)
     assert time.monotonic() - start < 1.5
     assert gets(emulator) == 1
 
 
 async def test_deadline_bounds_the_whole_call(emulator: Emulator, make_client: MakeClient) -> None:
     emulator.faults.stall_next(5, 30, path=WIRE_INSTANCE_ID)
-    client = make_client(emulator, deadline=0.5, read_timeout=10)
+    client = make_client(emulator, timeout=0.5, read_timeout=10)
     start = time.monotonic()
     with pytest.raises(DeadlineExceeded):
         await client.get(INSTANCE_ID)
@@ -620,7 +622,7 @@ def test_client_resolves_its_endpoint_from_the_given_environment() -> None:
     [
         {"token_ttl": 0},
         {"token_ttl": 21601},
-        {"deadline": 0},
+        {"timeout": 0},
         {"read_timeout": -1},
         {"connect_timeout": float("nan")},
         {"max_attempts": 0},
@@ -640,3 +642,52 @@ def _dead_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+# -- connections ---------------------------------------------------------------------------
+
+
+class _DoubleAnswerServer(socketserver.ThreadingTCPServer):
+    """Answers every request correctly, then sends one more answer on the same connection and
+    keeps it open: a client that reused the connection would take that one for its next
+    request's. Counts the connections it accepted."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _DoubleAnswer)
+        self.connections = 0
+
+
+class _DoubleAnswer(socketserver.StreamRequestHandler):
+    server: _DoubleAnswerServer
+
+    def handle(self) -> None:
+        self.server.connections += 1
+        while request := self.rfile.readline():
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass  # headers
+            path = request.split()[1].decode()
+            body = b"TOKEN-abc" if path.endswith("/api/token") else f"value of {path}".encode()
+            answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+            if path.endswith("/api/token"):
+                answer += b"X-Aws-Ec2-Metadata-Token-Ttl-Seconds: 21600\r\n"
+            answer += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            self.wfile.write(answer + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!")
+
+
+async def test_no_connection_is_reused_so_a_server_answering_twice_cannot_swap_bodies() -> None:
+    server = _DoubleAnswerServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = ClientConfig(endpoint=f"http://127.0.0.1:{server.server_address[1]}")
+        async with ImdsClient(config, environ={}) as client:
+            for name in ("instance-id", "ami-id", "instance-type"):
+                response = await client.get(f"meta-data/{name}")
+                assert response.body == f"value of /latest/meta-data/{name}".encode()
+        assert server.connections == 4  # the token PUT and each GET on a connection of its own
+    finally:
+        server.shutdown()
+        server.server_close()

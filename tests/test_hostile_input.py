@@ -7,7 +7,9 @@ log is also checked for tracebacks at teardown (``make_mount``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -218,6 +220,7 @@ def test_a_listing_that_never_ends_is_eio_within_the_deadline(
     error, seconds = timed_errno(lambda: os.listdir(mounted.path / "network"))
     assert error == errno.EIO
     assert seconds < 0.5
+    time.sleep(0.5)  # the request itself ends (and warns) at its own deadline, just after
     assert len(warnings_about(mounted, "meta-data/network/")) == 1, mounted.log()
     assert_alive(mounted)
 
@@ -272,3 +275,135 @@ def test_skipped_names_are_logged_with_their_path(
     lines = warnings_about(mounted, "meta-data/placement/")
     assert len(lines) == 2
     assert any(re.search(r"skipping entry '\.\.'", line) for line in lines)
+
+
+# --- what once ended the mount or misled it ----------------------------------------------------
+
+
+@pytest.mark.parametrize("granted", ["²", "9" * 5000, "-5", "abc"])
+def test_a_malformed_token_ttl_is_a_token_error_held_off_not_a_crash(
+    make_mount: MakeMount, emulator: Emulator, granted: str
+) -> None:
+    emulator.set_raw(
+        "api/token", b"A" * 56, headers={"X-Aws-Ec2-Metadata-Token-Ttl-Seconds": granted}
+    )
+    mounted = make_mount(emulator, *FAST, "--prefetch")
+    time.sleep(0.5)  # the prefetch has met the token by now
+    assert_alive(mounted)
+    for name in ("ami-id", "instance-id", "instance-type"):
+        error, seconds = timed_errno(lambda name=name: (mounted.path / name).read_bytes())
+        assert error == errno.EIO
+        assert seconds < DEADLINE + MARGIN
+    # One token request (and its retry) for every read in the hold-off, not one per read.
+    assert emulator.counters.count(method="PUT") <= 2
+    assert_alive(mounted)
+    assert "Traceback" not in mounted.log()
+
+
+def test_a_tree_too_deep_for_a_url_is_cut_with_one_warning(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    segment = "d" * 250
+    emulator.set("meta-data/deep/" + "/".join([segment] * 40), "bottom")
+    mounted = make_mount(emulator, *FAST, "--prefetch")
+    time.sleep(1.0)
+    assert_alive(mounted)
+    fd, depth = os.open(mounted.path / "deep", os.O_RDONLY | os.O_DIRECTORY), 0
+    try:  # level by level (openat): the whole path is longer than a system call takes
+        while (entries := os.listdir(fd)) and depth < 50:
+            inner = os.open(entries[0], os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, depth = inner, depth + 1
+    finally:
+        os.close(fd)
+    assert 20 < depth < 40  # every level up to the bound on path length, none past it
+    cut = [line for line in mounted.log().splitlines() if "path longer than" in line]
+    assert len(cut) == 1, mounted.log()
+
+
+def test_a_listing_of_100000_names_is_bounded_in_time_and_memory(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    emulator.set_raw(TAGS, b"\n".join(f"key-{i}".encode() for i in range(100_000)))
+    mounted = make_mount(emulator, *FAST)
+    before = _rss_mib(mounted.process.pid)
+    error, seconds = timed_errno(lambda: os.listdir(mounted.path / "tags" / "instance"))
+    assert error is None
+    assert seconds < DEADLINE + MARGIN
+    for n in range(50):  # each a dictionary lookup, not a walk over the listing
+        error, _ = timed_errno(lambda n=n: os.stat(mounted.path / "tags/instance" / f"no-{n}"))
+        assert error == errno.ENOENT
+    assert _rss_mib(mounted.process.pid) - before < 60, "the 20 000-path bound bounds memory"
+    errors = [line for line in mounted.log().splitlines() if " ERROR " in line]
+    assert len(errors) == 1, mounted.log()
+    assert "more than 20000 paths" in errors[0]
+    assert_alive(mounted)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_public_key_index_too_long_for_a_name_is_skipped(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    keys = "meta-data/public-keys/"
+    listing = emulator.get_bytes(keys) + b"\n" + b"9" * 300 + b"=evil-key"
+    emulator.set_raw(keys, listing)
+    mounted = make_mount(emulator, *FAST)
+    names = os.listdir(mounted.path / "public-keys")
+    assert all(len(name.encode()) <= 255 for name in names)
+    assert "evil-key" not in names
+    assert "9" * 300 not in names
+    assert "0" in names
+    assert_alive(mounted)
+
+
+def test_a_token_over_1_mib_is_a_token_error_not_efbig(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    emulator.set_raw("api/token", b"t" * (2 * MiB))
+    mounted = make_mount(emulator, *FAST)
+    for name in ("instance-id", "ami-id"):
+        error, seconds = timed_errno(lambda name=name: (mounted.path / name).read_bytes())
+        assert error == errno.EIO  # no token: IMDS is unavailable, not this file too big
+        assert seconds < DEADLINE + MARGIN
+    assert any("token" in line for line in mounted.log().splitlines() if "WARNING" in line)
+    assert_alive(mounted)
+
+
+def test_an_xhtml_page_with_200_is_never_served_as_a_value(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    page = b'<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml">login</html>'
+    emulator.set_raw("meta-data/ami-id", page, content_type="application/xhtml+xml")
+    mounted = make_mount(emulator, *FAST)
+    error, _ = timed_errno(lambda: (mounted.path / "ami-id").read_bytes())
+    assert error == errno.EIO
+    assert "HTML" in warnings_about(mounted, "meta-data/ami-id")[0]
+    assert_alive(mounted)
+
+
+def test_a_credential_served_as_a_directory_is_secret_and_never_logged(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    roles = "meta-data/iam/security-credentials/"
+    role = emulator.get_bytes(roles).decode().split("\n")[0]
+    credentials = emulator.get_bytes(roles + role)
+    emulator.set_raw(roles, role.encode() + b"/")  # the role listed as a directory ...
+    emulator.set_raw(f"{roles}{role}/", credentials)  # ... whose "listing" is the document
+    mounted = make_mount(emulator, *FAST, "--debug")
+    directory = mounted.path / "iam/security-credentials" / role
+    assert directory.is_dir()
+    for entry in directory.iterdir():
+        with contextlib.suppress(OSError):
+            assert entry.stat().st_mode & 0o777 in (0o400, 0o555)
+    document = json.loads(credentials)
+    secrets = [document[key] for key in ("AccessKeyId", "SecretAccessKey", "Token")]
+    log = mounted.log()
+    for secret in secrets:
+        assert str(secret) not in log
+    assert_alive(mounted)

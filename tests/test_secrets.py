@@ -33,11 +33,28 @@ def secret_paths(emulator: Emulator) -> list[str]:
         f"iam/security-credentials/{role}",
         "identity-credentials/ec2/security-credentials/ec2-instance",
         "user-data",
+        # The signed identity documents prove the instance's identity (Vault's EC2 auth).
+        "dynamic/instance-identity/pkcs7",
+        "dynamic/instance-identity/signature",
+        "dynamic/instance-identity/rsa2048",
     ]
 
 
 def imds_path(mount_path: str) -> str:
-    return mount_path if mount_path == "user-data" else f"meta-data/{mount_path}"
+    if mount_path == "user-data" or mount_path.startswith("dynamic/"):
+        return mount_path
+    return f"meta-data/{mount_path}"
+
+
+def test_the_identity_document_itself_stays_readable(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator, "--allow-other")
+    document = mounted.path / "dynamic/instance-identity/document"
+    assert stat.S_IMODE(document.stat().st_mode) == 0o444
+    assert cat_as(NOBODY, document).stdout == emulator.get_bytes(
+        "dynamic/instance-identity/document"
+    )
 
 
 def cat_as(user: list[str], path: os.PathLike[str] | str) -> subprocess.CompletedProcess[bytes]:

@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
-from imdsfs import ClientConfig, ImdsClient, MetadataCache, MetadataTree, TtlPolicy, _tree
+from imdsfs import (
+    ClientConfig,
+    ImdsClient,
+    MetadataCache,
+    MetadataTree,
+    NotFound,
+    TtlPolicy,
+    _tree,
+)
 from imdsfs._tree import ListingEntry, Node, NodeKind, mount_path, parse_listing
 from imdsfs.emulator import Emulator
 
@@ -145,7 +153,7 @@ async def test_listing_a_directory_reads_its_subdirectories_ahead(
     macs = await directory(tree, MACS)
     async with trio.open_nursery() as nursery:
         tree.read_ahead_in(nursery)
-        await tree.stat_children(macs, deadline=5)
+        await tree.stat_children(macs)
     # both MACs' listings and every file in them, but not one level further down
     mac_paths = [f"/latest/{MACS}{mac}" for mac in emulator.get_bytes(MACS).decode().split()]
     assert all(path in gets(emulator) for path in mac_paths)
@@ -155,7 +163,7 @@ async def test_listing_a_directory_reads_its_subdirectories_ahead(
     tree.read_ahead_in(None)
     emulator.counters.reset()
     first_mac = await tree.child(macs, mac_paths[0].rsplit("/", 2)[-2])
-    stats = await tree.stat_children(first_mac, deadline=5)
+    stats = await tree.stat_children(first_mac)
     assert len(stats) == 21
     assert gets(emulator) == []  # the reader found everything ready
 
@@ -169,7 +177,7 @@ async def test_a_directory_is_read_ahead_once_however_often_its_parent_is_listed
     async with trio.open_nursery() as nursery:
         tree.read_ahead_in(nursery)
         for _ in range(20):
-            nursery.start_soon(tree.stat_children, macs, 5)
+            nursery.start_soon(tree.stat_children, macs)
         await trio.sleep(0.1)
         assert len(nursery.child_tasks) == 2  # one read-ahead per MAC, not one per listing
     assert len(gets(emulator, MACS)) == 1 + 2 + 2 * 20  # each listing and file once
@@ -179,10 +187,10 @@ async def test_a_directory_read_lately_is_not_read_ahead_again(tree: MetadataTre
     macs = await directory(tree, MACS)
     async with trio.open_nursery() as nursery:
         tree.read_ahead_in(nursery)
-        await tree.stat_children(macs, deadline=5)
+        await tree.stat_children(macs)
     async with trio.open_nursery() as nursery:  # both MAC listings are fresh in the cache now
         tree.read_ahead_in(nursery)
-        await tree.stat_children(macs, deadline=5)
+        await tree.stat_children(macs)
         assert len(nursery.child_tasks) == 0  # no task per file just to hit the cache
     tree.read_ahead_in(None)
 
@@ -195,11 +203,11 @@ async def test_read_ahead_failures_are_left_for_the_reader(
     emulator.faults.error_rate = 1.0  # every read-ahead request fails, retries and all
     async with trio.open_nursery() as nursery:
         tree.read_ahead_in(nursery)
-        await tree.stat_children(macs, deadline=5)
+        await tree.stat_children(macs)
     tree.read_ahead_in(None)
     emulator.faults.error_rate = 0.0
     mac = (await tree.children(macs))[0]
-    assert len(await tree.stat_children(mac, deadline=5)) == 21
+    assert len(await tree.stat_children(mac)) == 21
 
 
 async def test_an_imds_inventing_names_cannot_grow_the_tree_past_its_bound(
@@ -221,3 +229,70 @@ async def test_an_imds_inventing_names_cannot_grow_the_tree_past_its_bound(
     assert len(errors) == 1
     assert "more than 40 paths" in errors[0].getMessage()
     assert (await tree.stat(await tree.child(tags, known[0]))).value is not None
+
+
+async def test_looking_up_a_name_parses_and_registers_nothing_once_the_listing_is_known(
+    cache: MetadataCache, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator.set_raw(
+        "meta-data/tags/instance/", b"\n".join(f"key-{i}".encode() for i in range(5000))
+    )
+    tree = MetadataTree(cache)
+    tags = await directory(tree, "meta-data/tags/instance/")
+    assert len(await tree.children(tags)) == 5000
+    nodes = len(list(tree.nodes()))
+    parses: list[str] = []
+    original = _tree.parse_listing
+    monkeypatch.setattr(
+        _tree, "parse_listing", lambda *a, **k: parses.append(a[1]) or original(*a, **k)
+    )
+    for n in range(200):  # misses and hits alike: one dictionary lookup each
+        with pytest.raises(NotFound):
+            await tree.child(tags, f"missing-{n}")
+        assert (await tree.child(tags, f"key-{n}")).name == f"key-{n}"
+    assert parses == []
+    assert len(list(tree.nodes())) == nodes
+
+
+async def test_a_file_keeps_its_inode_while_its_bytes_stay_and_gets_a_new_one_when_they_change(
+    cache: MetadataCache, emulator: Emulator
+) -> None:
+    tree = MetadataTree(cache)
+    placement = await directory(tree, "meta-data/placement/")
+    region = await tree.child(placement, "region")
+    first = await tree.stat(region)
+    cache.invalidate()
+    same = await tree.stat(region)
+    assert same.inode == first.inode != region.inode  # a version's inode, not the node's
+    emulator.set("meta-data/placement/region", "eu-north-1")
+    cache.invalidate()
+    changed = await tree.stat(region)
+    assert changed.inode not in (first.inode, region.inode)
+    assert tree.entry(changed.inode).body == b"eu-north-1"  # type: ignore[union-attr]
+    # The superseded version: freed at once, since the kernel never held it.
+    with pytest.raises(NotFound):
+        tree.entry(first.inode)
+
+
+async def test_a_superseded_version_lives_until_the_kernel_forgets_it(
+    cache: MetadataCache, emulator: Emulator
+) -> None:
+    tree = MetadataTree(cache)
+    region = await tree.child(await directory(tree, "meta-data/placement/"), "region")
+    old = await tree.stat(region)
+    tree.looked_up(old.inode)  # the kernel holds it (a dentry, an open file)
+    tree.looked_up(old.inode)
+    emulator.set("meta-data/placement/region", "eu-north-1")
+    cache.invalidate()
+    new = await tree.stat(region)
+    assert old.version is not None
+    assert new.version is not None
+    assert tree.entry(old.inode) == old.version  # the old bytes, still there for the kernel
+    assert new.version.body == b"eu-north-1"
+    tree.forget(old.inode, 1)
+    assert tree.entry(old.inode)  # still held once
+    tree.forget(old.inode, 1)
+    with pytest.raises(NotFound):
+        tree.entry(old.inode)
+    tree.forget(new.inode, 5)  # the current version stays whatever the kernel says
+    assert tree.entry(new.inode)
