@@ -3,13 +3,18 @@
 
 The emulator runs in this process (a thread) with fault injection: 10% 500s, connection
 resets, 2 s stalls, bursts of 503/429, token revocation every 30 s, IAM credential rotation
+every second (each rotation changes the documents' length: the session token's length varies)
 and a spot interruption notice half-way. The daemon is ``python -m imdsfs mount
---foreground``; the readers are processes timing every system call they make.
+--foreground``; the readers are processes timing every system call they make: some walk
+the whole mount, others read the credentials in a tight loop while stat-ing them, which is
+what tore rotating credentials before a file's inode named one value.
 
 At the end a summary is printed and these must hold, else the exit status is 1:
 
 - the daemon stayed alive and exited 0 on SIGTERM, without a traceback in its log;
-- every file read returned the emulator's current or previous value of that path;
+- no wrong bytes: every file read returned one whole value the emulator served for that
+  path (a value superseded more than TTL + 1 s earlier is counted as stale, not wrong: the
+  last good value stands in while IMDS fails);
 - no operation took longer than the deadline plus a margin;
 - every error was an errno imdsfs documents;
 - the daemon's RSS grew by at most 10% after the warm-up;
@@ -44,9 +49,12 @@ from imdsfs.emulator import Emulator, Faults
 
 DOCUMENTED_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EAGAIN, errno.EIO, errno.EFBIG}
 # Short TTLs, so faults hit the reads instead of hiding behind the cache.
-DAEMON_ARGS = ("--ttl", "**=2", "--ttl", "negative=1")
+DAEMON_ARGS = ("--ttl", "iam/**=0.5", "--ttl", "**=2", "--ttl", "negative=1")
 REPORT_EVERY = 1.0  # seconds between a reader's reports
 RSS_GROWTH = 0.10
+ROTATE_EVERY = 1  # seconds between credential rotations
+FRESH = 3.0  # the longest TTL in DAEMON_ARGS + 1 s: a value older is stale (served on error)
+HOT_WAYS = ("read", "pread", "sendfile", "probe")  # one process each on the credentials
 
 
 def digest(data: bytes) -> str:
@@ -89,6 +97,10 @@ class History:
             value = leaves.get(path)
             if not versions or versions[-1][1] != value:
                 versions.append((since, value))
+
+    def ever(self, path: str) -> set[str | None]:
+        """Every value the path ever had: a read returning anything else is torn."""
+        return {value for _, value in self._values.get(path, [])}
 
     def acceptable(self, path: str, started: float, ended: float) -> set[str | None]:
         """Values a read between *started* and *ended* may return: those current at some
@@ -181,6 +193,53 @@ def reader_main(mount: str, until: float, reports: Any) -> None:
     reader.send()
 
 
+def hot_reader_main(mount: str, relative: str, until: float, reports: Any, way: str) -> None:
+    """Read one file over and over, as fast as it goes, one *way*: ``read`` (stat, open, read
+    to the end), ``pread`` (16 bytes at a time: many reads of one open file), ``sendfile``
+    (what ``cp`` and ``shutil.copyfile`` do), or ``probe`` (stat it and list its directory:
+    what changes the size the kernel holds for every other reader)."""
+    reader = Reader(Path(mount), reports)
+    path = Path(mount) / relative
+    while time.monotonic() < until:
+        if way == "probe":
+            reader.timed("stat", relative, os.stat, path)
+            reader.timed("listdir", relative, os.listdir, path.parent)
+        elif way == "read":
+            reader.read_file(relative)
+        else:
+            data = reader.timed(way, relative, _HOT_WAYS[way], path)
+            if data is not None:
+                reader.report.reads[(relative, digest(data))] += 1
+        if time.monotonic() - reader.report.started >= REPORT_EVERY:
+            reader.send()
+    reader.send()
+
+
+def _pread_small(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks, offset = [], 0
+        while chunk := os.pread(fd, 16, offset):
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _sendfile(path: Path) -> bytes:
+    with tempfile.TemporaryFile() as copy:
+        with path.open("rb") as source:
+            offset = 0
+            while sent := os.sendfile(copy.fileno(), source.fileno(), offset, 1 << 20):
+                offset += sent
+        copy.seek(0)
+        return copy.read()
+
+
+_HOT_WAYS = {"pread": _pread_small, "sendfile": _sendfile}
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -191,6 +250,7 @@ class Totals:
     slowest: dict[str, tuple[float, str]] = field(default_factory=dict)
     reads: int = 0
     wrong: list[str] = field(default_factory=list)
+    stale: int = 0
     seen: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, report: Report, history: History) -> None:
@@ -202,8 +262,10 @@ class Totals:
         for (path, value), count in report.reads.items():
             self.reads += count
             self.seen.add((path, value))
-            if value not in history.acceptable(path, report.started, report.ended):
+            if value not in history.ever(path):
                 self.wrong.append(f"{path}: {count} read(s) of {value} at {report.ended:.1f}")
+            elif value not in history.acceptable(path, report.started - FRESH, report.ended):
+                self.stale += count  # older than any TTL + 1 s: only while IMDS fails
 
 
 class Scenario(threading.Thread):
@@ -224,7 +286,7 @@ class Scenario(threading.Thread):
             if tick % 30 == 0:
                 self.emu.revoke_tokens()
                 self.events["token revocations"] += 1
-            if tick % 20 == 0:
+            if tick % ROTATE_EVERY == 0:
                 self.change("credential rotations", self.emu.rotate_credentials)
             if tick % 15 == 0:
                 status = 503 if tick % 30 else 429
@@ -259,6 +321,11 @@ def sample(
         kib = int(next(line.split()[1] for line in status.splitlines() if "VmRSS" in line))
         rss.append((time.monotonic() - started, kib))
     return rss, rates
+
+
+def credentials_path(emu: Emulator) -> str:
+    roles = "meta-data/iam/security-credentials/"
+    return roles.removeprefix("meta-data/") + emu.get_bytes(roles).decode().split("\n")[0]
 
 
 def wait_for_mount(path: Path, process: subprocess.Popen[bytes]) -> None:
@@ -302,6 +369,13 @@ def main() -> int:
         readers = [
             context.Process(target=reader_main, args=(str(mount), until, reports))
             for _ in range(args.readers)
+        ]
+        readers += [
+            context.Process(
+                target=hot_reader_main,
+                args=(str(mount), credentials_path(emu), until, reports, way),
+            )
+            for way in HOT_WAYS
         ]
         for reader in readers:
             reader.start()
@@ -352,6 +426,7 @@ def summarize(
     slowest = max(totals.slowest.values(), default=(0.0, "-"))
     bad_errnos = {e for (_, e) in totals.errors if e not in DOCUMENTED_ERRNOS}
     spot_seen = any(path == "spot/instance-action" for path, _ in totals.seen)
+    credentials = [value for path, value in totals.seen if path.startswith("iam/security-cred")]
     checks = {
         "daemon alive, exit 0, no traceback": alive
         and status == 0
@@ -371,7 +446,11 @@ def summarize(
     rows = [
         ("duration", f"{args.seconds:.0f} s, {args.readers} readers, deadline {args.deadline} s"),
         ("operations", f"{sum(totals.ops.values())} ({_counts(totals.ops)})"),
-        ("file reads checked", f"{totals.reads}, wrong bytes: {len(totals.wrong)}"),
+        (
+            "file reads checked",
+            f"{totals.reads}, wrong bytes: {len(totals.wrong)}, stale: {totals.stale}",
+        ),
+        ("credential values", f"{len(credentials)} distinct read (lengths vary per rotation)"),
         ("errors", errors or "none"),
         ("slowest operation", f"{slowest[0]:.2f} s ({slowest[1]})"),
         ("slowest by kind", _slowest(totals.slowest)),
@@ -416,7 +495,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=600.0, help="how long (default 600)")
     parser.add_argument("--readers", type=int, default=16, help="reader processes (16)")
     parser.add_argument("--deadline", type=float, default=5.0, help="imdsfs --deadline (5)")
-    parser.add_argument("--margin", type=float, default=1.0, help="allowed over it (1 s)")
+    parser.add_argument("--margin", type=float, default=0.5, help="allowed over it (0.5 s)")
     parser.add_argument("--max-rps", type=int, default=250, help="request/s ceiling (250)")
     parser.add_argument("--seed", type=int, default=6, help="emulator fault sequence seed")
     parser.add_argument("--keep-log", action="store_true", help="keep the daemon log if it passes")
