@@ -22,11 +22,11 @@ per second, so every value is cached for the TTL its path's policy gives. Four r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,7 +43,7 @@ from ._errors import (
     Unavailable,
 )
 from ._flight import SingleFlight, fallback_deadline
-from ._paths import loggable
+from ._provider import Provider
 from ._ttl import TtlPolicy
 
 __all__ = ["CachedValue", "MetadataCache"]
@@ -53,13 +53,16 @@ log = logging.getLogger(__name__)
 # Failures during which the last good value is still the best answer we have. TokenError is
 # among them: an unreachable IMDS shows up first as an unanswered token PUT.
 _OUTAGES = (Unavailable, Throttled, TokenError)
+# Bytes of values kept (fresh, and last good ones for outages). Real trees hold a few hundred
+# KiB; a value is at most 1 MiB.
+MAX_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
 class CachedValue:
     """A value as the filesystem sees it."""
 
-    path: str  # IMDS path relative to /latest/
+    path: str  # mount path; a listing's ends in "/"
     body: bytes
     fetched_at: float  # trio clock, when IMDS sent these bytes
     expires_at: float  # trio clock
@@ -77,6 +80,7 @@ class MetadataCache:
         *,
         stale_bound: float = 300.0,
         holdoff: float = 3.0,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         for name, seconds in (("stale_bound", stale_bound), ("holdoff", holdoff)):
             if not (math.isfinite(seconds) and seconds >= 0):
@@ -85,11 +89,16 @@ class MetadataCache:
         self._policy = policy
         self._stale_bound = stale_bound
         self._holdoff = holdoff
-        self._values: dict[str, CachedValue] = {}  # last good value, fresh or not
+        self._values: dict[str, CachedValue] = {}  # last good value, fresh or not; LRU order
+        self._bytes = 0  # of the bodies in _values
+        self._max_bytes = max_bytes
+        # Until when the service counts as not answering: a reader waited out its deadline.
+        self._unanswered_until = -math.inf
         self._negative: dict[str, float] = {}  # path -> when its 404 expires
         self._failures: dict[str, _Failure] = {}  # paths failing since their last success
         self._flight: SingleFlight[str, CachedValue] = SingleFlight()
-        self._stats: Counter[str] = Counter()
+        self._stats = CacheStatistics()
+        self._loggable = client.loggable
 
     async def get(self, path: str) -> CachedValue:
         """The value of ``path``: cached while fresh, else fetched once for all callers.
@@ -99,26 +108,45 @@ class MetadataCache:
         """
         now = trio.current_time()
         if now < self._negative.get(path, -1.0):
-            self._stats["negative_hits"] += 1
-            raise NotFound(loggable(path))
+            self._stats.negative_hits += 1
+            raise NotFound(self._loggable(path))
         value = self._values.get(path)
         if value is not None and now < value.expires_at:
-            self._stats["hits"] += 1
+            self._stats.hits += 1
+            self._values[path] = self._values.pop(path)  # most recently used now
             return dataclasses.replace(value, source="cache")
         failure = self._failures.get(path)
         if failure is not None and now < failure.retry_at:
-            self._stats["held_off"] += 1
+            self._stats.held_off += 1
             return self._stale_or_raise(path, failure.error())
-        self._stats["misses"] += 1
+        self._stats.misses += 1
+        if value is not None and now < self._unanswered_until:
+            # The service is not answering: the last good value now, a refresh behind it,
+            # rather than every component of every path waiting out its deadline again.
+            self._refresh_in_background(path)
+            return self._stale_or_raise(path, Unavailable(f"{self._loggable(path)}: no answer"))
         with trio.move_on_at(fallback_deadline()):
             return await self._flight.run(path, lambda: self._fetch(path))
-        # The reader's time ran out with IMDS still being asked: IMDS is not answering in time.
-        return self._stale_or_raise(path, DeadlineExceeded(f"{loggable(path)}: no answer in time"))
+        # The reader's time ran out with the service still being asked: it is not answering
+        # in time.
+        self._unanswered_until = trio.current_time() + self._holdoff
+        return self._stale_or_raise(path, DeadlineExceeded(f"{self._loggable(path)}: no answer"))
+
+    def _refresh_in_background(self, path: str) -> None:
+        """Start fetching *path*, unless that is under way already, without waiting for it."""
+        if self._flight.in_flight(path):
+            return
+
+        async def refresh() -> None:
+            with contextlib.suppress(ImdsError):  # its outcome is recorded all the same
+                await self._flight.run(path, lambda: self._fetch(path))
+
+        trio.lowlevel.spawn_system_task(refresh, name=f"refresh {self._loggable(path)}")
 
     @property
-    def endpoint(self) -> str:
-        """The IMDS base URL the values come from (``user.imds.url``, ``imdsfs stats``)."""
-        return self._client.endpoint
+    def provider(self) -> Provider:
+        """The service the values come from (its URLs, listings, secrets)."""
+        return self._client.provider
 
     def peek(self, path: str) -> CachedValue | None:
         """The fresh cached value of ``path``, without I/O; None if there is none."""
@@ -150,25 +178,25 @@ class MetadataCache:
     def statistics(self) -> dict[str, int]:
         """hits, misses, negative_hits, held_off, stale_serves, fetches, entries, plus the
         client's."""
-        keys = ("hits", "misses", "negative_hits", "held_off", "stale_serves", "fetches")
-        own = dict.fromkeys(keys, 0)
-        own.update(self._stats)
-        own["entries"] = len(self._values)
-        return {**self._client.statistics(), **own}
+        own = dataclasses.asdict(self._stats)
+        return {**self._client.statistics(), **own, "entries": len(self._values)}
 
     async def _fetch(self, path: str) -> CachedValue:
-        self._stats["fetches"] += 1
+        self._stats.fetches += 1
         try:
             response = await self._client.get(path)
         except NotFound:
-            self._values.pop(path, None)  # gone: never serve it stale again
+            self._forget(path)  # gone: never serve it stale again
             self._negative[path] = trio.current_time() + self._policy.negative_ttl
             self._recovered(path)
             raise
         except ImdsError as exc:
             self._failed(path, exc)
+            if isinstance(exc, Unavailable):  # no answer (or a broken one): so for others too
+                self._unanswered_until = trio.current_time() + self._holdoff
             return self._stale_or_raise(path, exc)
         self._recovered(path)
+        self._unanswered_until = -math.inf  # it answers
         previous = self._values.get(path)
         unchanged = previous is not None and previous.body == response.body
         value = CachedValue(
@@ -179,9 +207,25 @@ class MetadataCache:
             changed_at=previous.changed_at if previous and unchanged else time.time(),
             source="live",
         )
-        self._values[path] = value
+        self._store(value)
         self._negative.pop(path, None)
         return value
+
+    def _store(self, value: CachedValue) -> None:
+        """Keep *value*, letting go of the least recently used others past `max_bytes`: a
+        service serving big values under thousands of names must not grow the daemon."""
+        self._forget(value.path)
+        self._values[value.path] = value
+        self._bytes += len(value.body)
+        while self._bytes > self._max_bytes and len(self._values) > 1:
+            oldest = next(iter(self._values))
+            self._forget(oldest)
+            self._stats.evictions += 1
+
+    def _forget(self, path: str) -> None:
+        value = self._values.pop(path, None)
+        if value is not None:
+            self._bytes -= len(value.body)
 
     def _failed(self, path: str, error: ImdsError) -> None:
         """Hold the path off for a while; warn only on the first failure of a spell."""
@@ -190,24 +234,24 @@ class MetadataCache:
         self._failures[path] = _Failure(type(error), str(error), retry_at=now + self._holdoff)
         if not first:
             return
-        shown = loggable(path)
+        shown = self._loggable(path)
         reason = str(error).removeprefix(f"{shown}: ")  # most messages start with the path
         value = self._values.get(path)
         if isinstance(error, _OUTAGES) and value is not None:
             age = now - value.fetched_at
             if age < self._stale_bound:
                 log.warning(
-                    "/latest/%s: %s; serving the value fetched %.0f s ago until IMDS answers",
-                    shown,
+                    "%s: %s; serving the value fetched %.0f s ago until it answers",
+                    self.provider.where(path),
                     reason,
                     age,
                 )
                 return
-        log.warning("/latest/%s: %s", shown, reason)
+        log.warning("%s: %s", self.provider.where(path), reason)
 
     def _recovered(self, path: str) -> None:
         if self._failures.pop(path, None) is not None:
-            log.info("/latest/%s: IMDS answers again", loggable(path))
+            log.info("%s: answers again", self.provider.where(path))
 
     def _stale_or_raise(self, path: str, error: ImdsError) -> CachedValue:
         value = self._values.get(path)
@@ -217,8 +261,19 @@ class MetadataCache:
             or trio.current_time() - value.fetched_at >= self._stale_bound
         ):
             raise error
-        self._stats["stale_serves"] += 1
+        self._stats.stale_serves += 1
         return dataclasses.replace(value, source="stale")
+
+
+@dataclass
+class CacheStatistics:
+    hits: int = 0
+    misses: int = 0
+    negative_hits: int = 0
+    held_off: int = 0
+    stale_serves: int = 0
+    fetches: int = 0
+    evictions: int = 0
 
 
 @dataclass

@@ -9,16 +9,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
-from ._client import ClientConfig, check_enabled
-from ._errors import ConfigError, ImdsError
+from . import __version__, emulator, providers
+from ._errors import ConfigError, ImdsError, UsageError
 from ._fs import FsConfig
 from ._fstab import is_fstab_form, to_mount_arguments
 from ._introspect import print_stats
 from ._logging import setup_logging
-from ._mount import MountError, MountOptions, mount
+from ._mount import MountOptions, mount
+from ._settings import ClientConfig
 from ._snapshot import dump
-from .emulator import _command as emulate_command
 
 __all__ = ["main"]
 
@@ -43,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"imdsfs: {exc}", file=sys.stderr)
         return 2
-    except (MountError, ImdsError) as exc:  # ImdsError: IMDS failed `dump`, the message says how
+    except (UsageError, ImdsError) as exc:  # ImdsError: IMDS failed `dump`, the message says how
         print(f"imdsfs: {exc}", file=sys.stderr)
         return 1
     return status
@@ -71,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     stats_parser.set_defaults(run=_run_stats)
 
     emulate_parser = commands.add_parser("emulate", help="serve a local IMDS emulator")
-    emulate_command.add_arguments(emulate_parser)
-    emulate_parser.set_defaults(run=emulate_command.run)
+    emulator.add_arguments(emulate_parser)
+    emulate_parser.set_defaults(run=emulator.run)
     return parser
 
 
@@ -147,6 +146,12 @@ def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     """Where IMDS is and how to talk to it: shared by ``mount`` and ``dump``."""
     add = parser.add_argument
     add(
+        "--provider",
+        choices=sorted(providers.PROVIDERS),
+        default="ec2",
+        help="which cloud's metadata service (default ec2)",
+    )
+    add(
         "--endpoint",
         help="IMDS base URL (default: $AWS_EC2_METADATA_SERVICE_ENDPOINT, "
         "else http://169.254.169.254)",
@@ -215,7 +220,7 @@ def _secret_mode(text: str) -> int:
 
 def _run_mount(args: argparse.Namespace) -> int:
     if args.from_snapshot is None:  # a snapshot is a file, not IMDS
-        check_enabled(os.environ)
+        providers.check_allowed(_client_config(args), os.environ)
     for flag, value in (("--uid", args.uid), ("--gid", args.gid)):
         if not 0 <= value < MAX_ID:
             raise ConfigError(f"{flag} must be between 0 and {MAX_ID - 1}, not {value}")
@@ -243,16 +248,17 @@ def _run_mount(args: argparse.Namespace) -> int:
 
 
 def _run_dump(args: argparse.Namespace) -> int:
-    check_enabled(os.environ)
     if args.deadline <= 0:
         raise ConfigError("--deadline must be positive")
     config = _client_config(args, timeout=args.deadline)
+    providers.check_allowed(config, os.environ)
     return dump(config, args.output, omit_secrets=args.omit_secrets)
 
 
 def _client_config(args: argparse.Namespace, **settings: Any) -> ClientConfig:
     """The flags `_add_endpoint_arguments` defines, plus the command's own *settings*."""
     return ClientConfig(
+        provider=args.provider,
         endpoint=args.endpoint,
         endpoint_mode=args.endpoint_mode,
         allow_imdsv1=args.allow_imdsv1,

@@ -1,17 +1,26 @@
 """The one exception hierarchy of imdsfs.
 
-Every failure that crosses a layer boundary is one of these, so the filesystem maps
-them to errno in exactly one place::
+Everything imdsfs raises on purpose is an `ImdsfsError`. Two kinds matter, and are kept
+apart because they are handled apart::
 
-    ImdsError
-    ├── NotFound            404: the path does not exist (an answer, not a failure)
-    ├── Forbidden           403, or 401 that a fresh token did not cure
-    ├── Throttled           429/503 still returned after the retries
-    ├── Unavailable         5xx, connection errors, timeouts after the retries
-    │   └── DeadlineExceeded  the per-call deadline ran out
-    ├── TokenError          the IMDSv2 token could not be obtained (400, hop limit, ...)
-    ├── ResponseTooLarge    a body over the configured bound
-    └── ConfigError         a bad endpoint, TTL rule or option, found before any I/O
+    ImdsfsError
+    ├── ImdsError             the metadata service failed or refused: mapped to an errno at the
+    │   │                     FUSE boundary (`_fs._errno_for`), an exit status in `dump`
+    │   ├── NotFound            404: the path does not exist (an answer, not a failure)
+    │   ├── Forbidden           403, or 401 that fresh credentials did not cure
+    │   ├── Throttled           429/503 still returned after the retries
+    │   ├── Unavailable         5xx, connection errors, timeouts after the retries
+    │   │   └── DeadlineExceeded  the operation's deadline ran out
+    │   ├── TokenError          no IMDSv2 token (or other credential) could be obtained
+    │   └── ResponseTooLarge    a body over the configured bound
+    └── UsageError            the user asked for something that cannot be: exit status 2 or 1
+        ├── ConfigError         a bad option, TTL rule, endpoint or path, found before any I/O
+        ├── MountError          the mount could not be set up
+        └── DocumentError       an unusable instance document (a snapshot, the emulator's)
+
+A `UsageError` is never an `ImdsError`: a configuration mistake must not turn into a silent
+EIO at request time. Foreign exceptions (httpx's, h11's) are mapped to these once, where they
+are raised (`_transport`).
 """
 
 from __future__ import annotations
@@ -19,47 +28,68 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DeadlineExceeded",
+    "DocumentError",
     "Forbidden",
     "ImdsError",
+    "ImdsfsError",
+    "MountError",
     "NotFound",
     "ResponseTooLarge",
     "Throttled",
     "TokenError",
     "Unavailable",
+    "UsageError",
 ]
 
 
-class ImdsError(Exception):
-    """Base class: something went wrong talking to, or configuring access to, IMDS."""
+class ImdsfsError(Exception):
+    """Base class of everything imdsfs raises on purpose."""
+
+
+class ImdsError(ImdsfsError):
+    """The metadata service failed, or answered that the path cannot be read."""
 
 
 class NotFound(ImdsError):
-    """IMDS answered 404: the path does not exist now (it may appear later)."""
+    """The service answered 404: the path does not exist now (it may appear later)."""
 
 
 class Forbidden(ImdsError):
-    """IMDS refused the request (403, or 401 even with a freshly issued token)."""
+    """The service refused the request (403, or 401 even with fresh credentials)."""
 
 
 class Throttled(ImdsError):
-    """IMDS kept answering 429 or 503 until the retries or the deadline ran out."""
+    """The service kept answering 429 or 503 until the retries or the deadline ran out."""
 
 
 class Unavailable(ImdsError):
-    """IMDS could not be reached or kept failing (5xx, resets, timeouts)."""
+    """The service could not be reached or kept failing (5xx, resets, timeouts)."""
 
 
 class DeadlineExceeded(Unavailable):
-    """The whole call, retries included, did not finish within its deadline."""
+    """The operation, retries included, did not finish within its deadline."""
 
 
 class TokenError(ImdsError):
-    """No IMDSv2 token could be obtained; the message says what the user can do."""
+    """No credential for the service (EC2's IMDSv2 token) could be obtained; the message
+    says what the user can do."""
 
 
 class ResponseTooLarge(ImdsError):
     """A response body exceeded the configured size bound and was refused."""
 
 
-class ConfigError(ImdsError):
-    """A configuration value (endpoint, TTL rule, option) is invalid."""
+class UsageError(ImdsfsError):
+    """Something the user asked for cannot be done; the message is one line to act on."""
+
+
+class ConfigError(UsageError):
+    """A configuration value (option, endpoint, TTL rule, path) is invalid."""
+
+
+class MountError(UsageError):
+    """The mount could not be set up."""
+
+
+class DocumentError(UsageError, ValueError):
+    """The instance document is unusable; the message names the place (a JSON Pointer)."""

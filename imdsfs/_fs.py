@@ -17,16 +17,14 @@ one value):
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import itertools
 import logging
-import math
 import os
 import stat
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
@@ -34,9 +32,10 @@ import pyfuse3
 import trio
 
 from . import _introspect as introspect
+from ._budget import Budgets
 from ._errors import Forbidden, ImdsError, NotFound, ResponseTooLarge, Throttled
-from ._flight import ANSWER_RESERVE
-from ._tree import FileVersion, MetadataTree, Node, NodeKind, NodeStat
+from ._provider import NodeKind
+from ._tree import FileVersion, MetadataTree, Node, NodeStat
 
 __all__ = ["FsConfig", "ImdsOperations"]
 
@@ -84,8 +83,6 @@ def _handler(
                 return await method(self, *args, **kwargs)
         except pyfuse3.FUSEError:
             raise
-        except NotFound:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
         except ImdsError as exc:  # the cache warned once for the failing path; not per call
             log.debug("%s: %s", method.__name__, exc)
             raise pyfuse3.FUSEError(_errno_for(exc)) from None
@@ -105,55 +102,6 @@ async def _read_only(*_args: object, **_kwargs: object) -> NoReturn:
     raise pyfuse3.FUSEError(errno.EROFS)
 
 
-class _DirectoryQueues:
-    """How long the kernel may already have kept a directory's next lookup waiting.
-
-    The kernel runs the lookups and readdirs of one directory one at a time and queues the
-    rest before imdsfs sees them: libfuse 3.14 never passes FUSE_PARALLEL_DIROPS to the kernel
-    (fixed in libfuse 3.16's successor, which no longer offers it by default, and pyfuse3 cannot
-    ask for it). A queued reader's time started with its system call, so each directory keeps
-    how long its lookups and readdirs took over the last *window* seconds, and the next one
-    gets its deadline less that: readers queued behind a lookup that waited out its deadline
-    answer at once (from the cache, or with EIO) instead of each waiting a deadline of its own.
-    Time is kept in buckets of `BUCKET` seconds, so memory stays small under any load.
-    """
-
-    BUCKET = 0.1
-
-    def __init__(self, window: float) -> None:
-        self._window = window
-        self._busy: dict[int, dict[int, float]] = {}  # directory → bucket → seconds busy
-
-    @contextlib.contextmanager
-    def deadline(self, directory: int) -> Iterator[None]:
-        """Run one lookup or readdir of *directory* under what is left of the deadline."""
-        started = trio.current_time()
-        left = self._window - self._busy_since(directory, started - self._window)
-        try:
-            # Never less than the time to answer: a reader with no time left to wait is
-            # still answered (from the cache, or with an error), not cut off mid-reply.
-            with trio.fail_at(started + max(left, ANSWER_RESERVE)):
-                yield
-        finally:
-            self._record(directory, started, trio.current_time())
-
-    def _busy_since(self, directory: int, since: float) -> float:
-        buckets = self._busy.get(directory)
-        if not buckets:
-            return 0.0
-        first = math.floor(since / self.BUCKET)
-        for key in [key for key in buckets if key < first]:
-            del buckets[key]
-        return sum(buckets.values())
-
-    def _record(self, directory: int, started: float, ended: float) -> None:
-        buckets = self._busy.setdefault(directory, {})
-        for key in range(math.floor(started / self.BUCKET), math.floor(ended / self.BUCKET) + 1):
-            overlap = min(ended, (key + 1) * self.BUCKET) - max(started, key * self.BUCKET)
-            if overlap > 0:
-                buckets[key] = buckets.get(key, 0.0) + overlap
-
-
 class ImdsOperations(pyfuse3.Operations):
     """A read-only view of the metadata tree."""
 
@@ -166,8 +114,8 @@ class ImdsOperations(pyfuse3.Operations):
         self._started = time.time()
         self._handles = itertools.count(1)
         self._files: dict[int, bytes] = {}
-        self._dirs: dict[int, tuple[Node, list[NodeStat] | None]] = {}
-        self._queues = _DirectoryQueues(config.timeout)
+        self._dirs: dict[int, _OpenDirectory] = {}
+        self._budgets = Budgets(config.timeout)
 
     # --- names and attributes -------------------------------------------------------------
 
@@ -176,7 +124,7 @@ class ImdsOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         parent = self.tree.node(parent_inode)
-        with self._queues.deadline(parent_inode):
+        with self._budgets.lookup(ctx.pid, parent_inode) as returned:
             if name in (b".", b".."):
                 inode = parent.inode if name == b"." else parent.parent
                 return self._attributes(await self.tree.stat(self.tree.node(inode)))
@@ -184,6 +132,7 @@ class ImdsOperations(pyfuse3.Operations):
                 entry = await self.tree.stat(await self.tree.child(parent, os.fsdecode(name)))
             except NotFound:
                 return self._negative_entry()
+            returned(entry.inode)
         self.tree.looked_up(entry.inode)
         return self._attributes(entry)
 
@@ -192,7 +141,8 @@ class ImdsOperations(pyfuse3.Operations):
         found = self.tree.entry(inode)
         if isinstance(found, FileVersion):  # attributes that never change: no fetch
             return self._attributes(NodeStat(found.node, None, found))
-        entry = await self.tree.stat(found)
+        with self._budgets.request(ctx.pid, inode):
+            entry = await self.tree.stat(found)
         return self._attributes(NodeStat(entry.node, entry.value))  # as this inode, not a version
 
     @_handler
@@ -215,7 +165,7 @@ class ImdsOperations(pyfuse3.Operations):
         if node.kind is not NodeKind.DIRECTORY:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = next(self._handles)
-        self._dirs[fh] = (node, None)
+        self._dirs[fh] = _OpenDirectory(node, ctx.pid)
         return fh
 
     @_handler
@@ -233,12 +183,11 @@ class ImdsOperations(pyfuse3.Operations):
 
     async def _listing_snapshot(self, fh: int) -> list[NodeStat]:
         """Fetched once per open directory, so offsets stay valid while IMDS changes."""
-        node, entries = self._dirs[fh]
-        if entries is None:
-            with self._queues.deadline(node.inode):
-                entries = await self.tree.stat_children(node)
-            self._dirs[fh] = (node, entries)
-        return entries
+        opened = self._dirs[fh]
+        if opened.entries is None:
+            with self._budgets.listing(opened.thread, opened.node.inode):
+                opened.entries = await self.tree.stat_children(opened.node)
+        return opened.entries
 
     # --- files ----------------------------------------------------------------------------
 
@@ -248,9 +197,16 @@ class ImdsOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         found = self.tree.entry(inode)
         fh = next(self._handles)
-        if isinstance(found, FileVersion):  # bytes that never change: the page cache may keep them
-            self._files[fh] = found.body
-            return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        with self._budgets.request(ctx.pid, inode):
+            return await self._open(fh, found)
+
+    async def _open(self, fh: int, found: Node | FileVersion) -> pyfuse3.FileInfo:
+        if isinstance(found, FileVersion):
+            body, exact = await self.tree.read_version(found)
+            self._files[fh] = body
+            if exact:  # bytes that never change: the page cache may keep them
+                return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         if found.kind is not NodeKind.FILE:
             raise pyfuse3.FUSEError(errno.EISDIR)
         value = (await self.tree.stat(found)).value
@@ -283,9 +239,10 @@ class ImdsOperations(pyfuse3.Operations):
         if attribute not in introspect.attribute_names(node, is_root=inode == pyfuse3.ROOT_INODE):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         if attribute == introspect.STATS_ATTRIBUTE:
-            return introspect.stats_json(self.tree.cache, self._started).encode()
-        value = (await self.tree.stat(node)).value
-        text = introspect.node_attribute(attribute, node, value, self.tree.cache.endpoint)
+            return introspect.stats_json(self.tree, self._started).encode()
+        with self._budgets.request(ctx.pid, inode):
+            value = (await self.tree.stat(node)).value
+        text = introspect.node_attribute(attribute, node, value, self.tree.url(node))
         if text is None:  # a directory whose listing is not cached: nothing to describe
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return text.encode()
@@ -316,16 +273,17 @@ class ImdsOperations(pyfuse3.Operations):
         attrs.entry_timeout = attrs.attr_timeout = self._kernel_timeout(entry)
         if version is not None:
             attrs.attr_timeout = self.config.max_kernel_timeout  # they never change
-        body = version.body if version is not None else value.body if value is not None else None
+        size = version.size if version else len(value.body) if value is not None else None
         if node.kind is NodeKind.SYMLINK:
             attrs.st_size = len(os.fsencode(node.target or ""))
-        elif node.kind is NodeKind.FILE and body is not None:
-            attrs.st_size = len(body)
-            attrs.st_blocks = (attrs.st_size + 511) // 512
+        elif node.kind is NodeKind.FILE and size is not None:
+            attrs.st_size = size
+            attrs.st_blocks = (size + 511) // 512
         return attrs
 
     def _kernel_timeout(self, entry: NodeStat) -> float:
-        """As long as the backend would serve the same value, never longer than the cap.
+        """As long as the backend would serve the same value and the listing naming it still
+        holds, never longer than the cap.
 
         A file not known by a version (size unknown, or reported for the node's own inode)
         gets 0: the kernel must ask again rather than trust a size that may change."""
@@ -333,14 +291,24 @@ class ImdsOperations(pyfuse3.Operations):
             return 0.0
         if entry.value is None:
             return 0.0 if entry.node.kind is NodeKind.FILE else 1.0
-        remaining = entry.value.expires_at - trio.current_time()
-        return max(0.0, min(remaining, self.config.max_kernel_timeout))
+        until = min(entry.value.expires_at, entry.listed_until)
+        return max(0.0, min(until - trio.current_time(), self.config.max_kernel_timeout))
 
     def _negative_entry(self) -> pyfuse3.EntryAttributes:
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = 0  # "no such name", remembered by the kernel for entry_timeout
         attrs.entry_timeout = self.config.negative_timeout
         return attrs
+
+
+@dataclass
+class _OpenDirectory:
+    """An open directory: its entries are listed once, so offsets stay valid while the
+    service changes; *thread* opened it (its budget: see `Budgets`)."""
+
+    node: Node
+    thread: int
+    entries: list[NodeStat] | None = None
 
 
 def _mode(node: Node, secret_mode: int) -> int:

@@ -2,9 +2,9 @@
 
 An fstab line ``imds /run/imds fuse.imdsfs ro,allow_other,endpoint=http://... 0 0`` makes
 ``mount`` run ``mount.fuse3``, which runs ``/bin/sh -c 'imdsfs imds /run/imds -o ro,...'``
-after adding ``dev,suid`` for root (FUSE-NOTES §5.2). This module turns that command line
-into the equivalent ``imdsfs mount`` command line, so argparse still validates every value
-and there is one set of options, documented once.
+after adding ``dev,suid`` for root (libfuse's util/mount.fuse.c). This module turns that
+command line into the equivalent ``imdsfs mount`` command line, so argparse still validates
+every value and there is one set of options, documented once.
 
 The source field is a free label (``imds`` by convention): where IMDS is comes from
 ``endpoint=``, as on the command line. Options mount(8) or mount.fuse3 pass for every file
@@ -42,6 +42,7 @@ VALUED: dict[str, str] = {
     "secret_mode": "--secret-mode",
     "snapshot": "--from-snapshot",
     "log_file": "--log-file",
+    "provider": "--provider",
 }
 
 # Generic mount options: meaningful to mount(8), systemd or the kernel, not to imdsfs.

@@ -2,7 +2,7 @@
 
 Every file and directory answers ``getfattr -d``::
 
-    user.imds.url         the IMDS URL the bytes come from
+    user.imds.url         the URL the bytes come from
     user.imds.fetched_at  when IMDS sent them (RFC 3339, UTC, whole seconds)
     user.imds.ttl         whole seconds before they are asked for again (0: on the next read)
     user.imds.source      live (fetched for this very request), cache, or stale (IMDS is
@@ -27,8 +27,9 @@ import time
 
 import trio
 
-from ._cache import CachedValue, MetadataCache
-from ._tree import Node, NodeKind
+from ._cache import CachedValue
+from ._provider import NodeKind
+from ._tree import MetadataTree, Node
 
 __all__ = [
     "NODE_ATTRIBUTES",
@@ -55,25 +56,27 @@ def attribute_names(node: Node, *, is_root: bool) -> list[str]:
     return [*NODE_ATTRIBUTES, *([STATS_ATTRIBUTE] if is_root else [])]
 
 
-def node_attribute(name: str, node: Node, value: CachedValue | None, endpoint: str) -> str | None:
-    """The text of attribute *name* of *node* whose cached value is *value*; None: no such."""
+def node_attribute(name: str, node: Node, value: CachedValue | None, url: str) -> str | None:
+    """The text of attribute *name* of *node* at *url* whose cached value is *value*; None:
+    no such."""
     if name == PREFIX + "url":
-        return f"{endpoint}/latest/{node.imds_path}"
+        return url
     if value is None:
         return None
     if name == PREFIX + "fetched_at":
         return rfc3339(_wall_time(value.fetched_at))
     if name == PREFIX + "ttl":
-        return str(max(0, int(value.expires_at - trio.current_time())))
+        remaining = value.expires_at - trio.current_time()  # -inf after SIGHUP
+        return str(int(remaining)) if remaining > 0 else "0"
     if name == PREFIX + "source":
         return value.source
     return None
 
 
-def stats_json(cache: MetadataCache, mounted_at: float) -> str:
+def stats_json(tree: MetadataTree, mounted_at: float) -> str:
     """The ``user.imds.stats`` document: where from, since when, and every counter."""
     return json.dumps(
-        {"endpoint": cache.endpoint, "mounted_at": rfc3339(mounted_at), **cache.statistics()}
+        {"endpoint": tree.endpoint, "mounted_at": rfc3339(mounted_at), **tree.statistics()}
     )
 
 

@@ -1,6 +1,6 @@
 """Mount lifecycle: check the mountpoint, daemonize, run pyfuse3 under trio, unmount cleanly.
 
-The order matters and follows what was measured (FUSE-NOTES §1.11, §5.2): fork *before*
+The order matters and follows what was measured: fork *before*
 `trio.run` and `pyfuse3.init`, report readiness to the parent through a pipe only once the mount
 exists, turn SIGTERM/SIGINT into `pyfuse3.terminate()` so `close(unmount=True)` always runs, and
 clear a stale mount left by a crash before mounting again.
@@ -26,14 +26,18 @@ import pyfuse3
 import trio
 
 from . import _systemd as systemd
+from . import providers
 from ._cache import MetadataCache
-from ._client import ClientConfig, ImdsClient, resolve_endpoint
+from ._client import ImdsClient
+from ._errors import MountError
 from ._fs import FsConfig, ImdsOperations
+from ._provider import Provider
+from ._settings import ClientConfig
 from ._snapshot import SNAPSHOT_ENDPOINT, open_snapshot
 from ._tree import MetadataTree
 from ._ttl import TtlPolicy
 
-__all__ = ["MountError", "MountOptions", "mount"]
+__all__ = ["MountOptions", "default_log_file", "mount"]
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +46,7 @@ _FUSE_DEVICE = "/dev/fuse"
 _STALE_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
 _PROBE_TIMEOUT = 1.0  # what a mount at boot may lose to an IMDS that does not answer yet
 _SYSLOG_SOCKET = "/dev/log"
-
-
-class MountError(Exception):
-    """The mount could not be set up; the message is one line a user can act on."""
+_DETACH_POLL = 0.5  # seconds between looks at /proc/self/mountinfo
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class MountOptions:
     # Kernel requests served at once. Each is a cheap trio task and HTTP is bounded far lower,
     # in the client; a request the daemon has no task for waits in the kernel, where its
     # deadline is already running.
-    max_tasks: int = 256
+    max_tasks: int = 4096
     prefetch: bool = False  # crawl the whole tree once at mount, so the first walk is warm
     snapshot: str | None = None  # serve this instance document (imdsfs dump) instead of IMDS
     log_file: str | None = None  # a background mount's log; None: syslog, else a default file
@@ -76,18 +77,31 @@ class MountOptions:
 def mount(options: MountOptions) -> int:
     """Mount and serve until unmounted or signalled; the exit status for the CLI."""
     mountpoint = os.path.abspath(options.mountpoint)
-    policy = TtlPolicy.from_rules(options.ttl_rules)  # a bad rule fails before anything forks
     transport = None  # the network
     if options.snapshot is not None:  # loaded now, so a bad file too fails before the fork
         transport = open_snapshot(options.snapshot)
         options = replace(options, client=replace(options.client, endpoint=SNAPSHOT_ENDPOINT))
+    provider = providers.create(options.client)  # a bad endpoint fails before anything forks
+    policy = TtlPolicy.from_rules(options.ttl_rules, builtin=provider.ttl_rules)
     prepare_mountpoint(mountpoint)
     if options.snapshot is None:
-        _warn_if_nothing_answers(resolve_endpoint(options.client, os.environ))
+        _warn_if_nothing_answers(provider.endpoint)
+    setup = _Setup(options, mountpoint, provider, policy, transport)
     if options.foreground:
-        _serve(options, mountpoint, policy, transport, ready=lambda: None)
+        _serve(setup, ready=lambda: None)
         return 0
-    return _serve_in_background(options, mountpoint, policy, transport)
+    return _serve_in_background(setup)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """Everything checked before mounting, and so before any fork."""
+
+    options: MountOptions
+    mountpoint: str
+    provider: Provider
+    policy: TtlPolicy
+    transport: httpx.AsyncBaseTransport | None  # None: the network
 
 
 def prepare_mountpoint(path: str) -> None:
@@ -131,16 +145,12 @@ def _clear_stale_mount(path: str) -> None:
         raise MountError(f"cannot clear the stale mount at {path}: {result.stderr.strip()}")
 
 
-def _serve(
-    options: MountOptions,
-    mountpoint: str,
-    policy: TtlPolicy,
-    transport: httpx.AsyncBaseTransport | None,
-    ready: Callable[[], None],
-) -> None:
-    client = ImdsClient(options.client, transport=transport)
-    cache = MetadataCache(client, policy, stale_bound=options.stale_bound)
-    tree = MetadataTree(cache)
+def _serve(setup: _Setup, ready: Callable[[], None]) -> None:
+    options, mountpoint = setup.options, setup.mountpoint
+    client = ImdsClient(options.client, provider=setup.provider, transport=setup.transport)
+    cache = MetadataCache(client, setup.policy, stale_bound=options.stale_bound)
+    read_ahead = max(1, options.client.max_concurrency // 2)  # leave readers half the slots
+    tree = MetadataTree(cache, read_ahead_requests=read_ahead)
     operations = ImdsOperations(tree, options.fs)
     try:
         pyfuse3.init(operations, mountpoint, options.fuse_options())
@@ -151,16 +161,20 @@ def _serve(
     ready()
     systemd.notify(f"READY=1\nSTATUS=serving {client.endpoint} at {mountpoint}")
     try:
-        trio.run(_run, client, tree, options)
+        trio.run(_run, client, tree, options, _mount_id(mountpoint))
     finally:
         systemd.notify("STOPPING=1")
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", mountpoint)
 
 
-async def _run(client: ImdsClient, tree: MetadataTree, options: MountOptions) -> None:
+async def _run(
+    client: ImdsClient, tree: MetadataTree, options: MountOptions, mount_id: str | None
+) -> None:
     async with client, trio.open_nursery() as nursery:
         nursery.start_soon(_handle_signals, tree.cache)
+        if mount_id is not None:
+            nursery.start_soon(_end_when_detached, mount_id)
         tree.read_ahead_in(nursery)
         if options.prefetch:
             nursery.start_soon(_prefetch, tree)
@@ -170,7 +184,39 @@ async def _run(client: ImdsClient, tree: MetadataTree, options: MountOptions) ->
             # An unmount with requests still queued (the releases of many just-closed files)
             # ends the session this way rather than with ENODEV: the mount is gone either way.
             log.info("the kernel ended the FUSE session with requests in flight")
+        log.debug("the FUSE session ended")
         nursery.cancel_scope.cancel()
+
+
+def _mount_id(mountpoint: str) -> str | None:
+    """The kernel's id of our mount at *mountpoint* (``/proc/self/mountinfo``), read without
+    touching the mount itself, which this very process serves."""
+    escaped = mountpoint.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
+    found = None
+    for fields in _mountinfo():
+        if fields[4] == escaped and "fuse.imdsfs" in fields:
+            found = fields[0]  # the last one: a mount stacked on an older one
+    return found
+
+
+def _mountinfo() -> list[list[str]]:
+    try:
+        with open("/proc/self/mountinfo") as file:
+            return [line.split() for line in file]
+    except OSError:
+        return []
+
+
+async def _end_when_detached(mount_id: str) -> None:
+    """End the session once the mount is detached (``umount -l``, ``fusermount3 -u -z``).
+
+    The kernel ends it by itself only when nothing holds the detached mount any more, which
+    was seen to take up to 18 s with nothing visible holding it: a daemon lingering unseen
+    after an unmount helps nobody (systemd, scripts and tests wait for it)."""
+    while any(fields[0] == mount_id for fields in _mountinfo()):  # noqa: ASYNC110 (a poll)
+        await trio.sleep(_DETACH_POLL)
+    log.info("the mount was detached; ending the FUSE session")
+    pyfuse3.terminate()
 
 
 async def _prefetch(tree: MetadataTree) -> None:
@@ -191,12 +237,7 @@ async def _handle_signals(cache: MetadataCache) -> None:
                 pyfuse3.terminate()
 
 
-def _serve_in_background(
-    options: MountOptions,
-    mountpoint: str,
-    policy: TtlPolicy,
-    transport: httpx.AsyncBaseTransport | None,
-) -> int:
+def _serve_in_background(setup: _Setup) -> int:
     """Fork; the parent returns once the child reports the mount is up (what mount(8) needs)."""
     read_end, write_end = os.pipe()
     if os.fork() > 0:
@@ -208,13 +249,13 @@ def _serve_in_background(
     os.chdir("/")
 
     def ready() -> None:
-        _log_in_background(options.log_file)
+        _log_in_background(setup.options.log_file)
         _detach_stdio()  # before answering: whoever started us may wait for our output to end
         os.write(write_end, b"1")
         os.close(write_end)
 
     try:
-        _serve(options, mountpoint, policy, transport, ready)
+        _serve(setup, ready)
     except MountError as exc:
         log.error("%s", exc)
         os._exit(1)

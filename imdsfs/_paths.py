@@ -1,46 +1,142 @@
-"""IMDS paths as users see them: the mount path, which paths are secret, and how to log one.
+"""Paths as users see them: the one pattern language, which names can be files, and secrets.
 
-Shared vocabulary, importable from every layer. IMDS paths are relative to ``/latest/``
-(``meta-data/placement/region``, ``dynamic/...``, ``user-data``); mount paths are what a user
-sees under the mountpoint (``placement/region``).
+Every layer above the provider speaks **mount paths**: the path under the mountpoint,
+without a leading ``/``. A directory's own path (its listing) ends in ``/``, and the root's is
+``""``: ``placement/`` lists ``placement/region``. Only the provider turns a mount path into a
+URL (EC2: ``placement/region`` → ``/latest/meta-data/placement/region``).
+
+**Patterns** (``--ttl`` rules, secret rules) are split on ``/`` and matched segment by
+segment:
+
+- ``*``, ``?`` and ``[...]`` match within one segment (case-sensitive); they never cross a
+  ``/``.
+- ``**`` as a whole segment matches zero or more segments: ``spot/**`` matches ``spot``
+  itself and everything below it; ``**`` matches every path.
+- A pattern ending in ``/`` matches listings only: ``**/`` is every listing and ``/`` alone is
+  the root's. Other patterns match files and listings alike.
+- A leading ``/`` is ignored.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import re
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
 
-__all__ = ["SECRET_PATTERNS", "is_secret", "loggable", "mount_path"]
+from ._errors import ConfigError
 
-# Mount paths whose files hold credentials, user-supplied secrets or proofs of the instance's
-# identity (Vault's EC2 auth method accepts the signed documents). fnmatch's "*" crosses "/",
-# so each pattern covers its whole subtree: a credential IMDS lists as a directory too.
-SECRET_PATTERNS = (
-    "iam/security-credentials/*",
-    "identity-credentials/*/security-credentials/*",
-    "user-data",
-    "dynamic/instance-identity/pkcs7",
-    "dynamic/instance-identity/signature",
-    "dynamic/instance-identity/rsa2048",
-)
+__all__ = [
+    "MAX_NAME_BYTES",
+    "MAX_PATH_BYTES",
+    "Pattern",
+    "SecretRules",
+    "check_path",
+    "is_listing",
+    "name_problem",
+    "segments",
+]
 
-
-def mount_path(imds_path: str) -> str:
-    """``meta-data/placement/region`` → ``placement/region``; ``dynamic/...`` stays as is."""
-    path = imds_path.removeprefix("meta-data/")
-    return path.rstrip("/")
-
-
-def is_secret(imds_path: str) -> bool:
-    """Whether *imds_path* holds, or is a directory under which files hold, credentials or
-    user data (`SECRET_PATTERNS`)."""
-    path = mount_path(imds_path)
-    return any(fnmatch.fnmatchcase(path, pattern) for pattern in SECRET_PATTERNS)
+MAX_NAME_BYTES = 255
+# Longest path a node may have: far beyond any real tree, far below what a URL may hold.
+MAX_PATH_BYTES = 8192
+# No real name holds these. Refusing them keeps a path from escaping its root or growing a
+# query, and "%" from smuggling either in encoded.
+_UNFETCHABLE = re.compile(r"[\x00-\x1f\x7f?#%\\]")
 
 
-def loggable(imds_path: str) -> str:
-    """*imds_path* as a log line may show it: below a secret directory, names are not shown
-    (a credential served as a directory has its lines read as names)."""
-    if not is_secret(imds_path) or imds_path == "user-data":
-        return imds_path[:300]
-    head, _, rest = imds_path.partition("security-credentials/")
-    return f"{head}security-credentials/…" if rest else imds_path[:300]
+def is_listing(path: str) -> bool:
+    """Whether *path* names a directory's listing (the root's is ``""``)."""
+    return path == "" or path.endswith("/")
+
+
+def segments(path: str) -> tuple[str, ...]:
+    """``placement/region`` → ``("placement", "region")``; the root → ``()``."""
+    body = path.strip("/")
+    return tuple(body.split("/")) if body else ()
+
+
+def name_problem(name: str) -> str | None:
+    """Why *name* cannot be a file name in the mount, or None when it can."""
+    if name in ("", ".", ".."):
+        return "reserved or empty name"
+    if "/" in name or "\0" in name:
+        return "name contains '/' or NUL"
+    if _UNFETCHABLE.search(name):  # it could be listed, but every read of it would fail
+        return "name contains a control character or one of ?#%\\, so cannot be fetched"
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"name longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def check_path(path: str) -> None:
+    """Refuse a mount path no listing could have produced (a bug, not an answer)."""
+    body = path.removesuffix("/")
+    names = body.split("/") if body else []
+    if (
+        path.startswith("/")
+        or len(path.encode("utf-8")) > MAX_PATH_BYTES
+        or any(name_problem(name) for name in names)
+    ):
+        raise ConfigError(f"invalid IMDS path {path[:300]!r}")
+
+
+class Pattern:
+    """One pattern of the language in the module docstring."""
+
+    def __init__(self, text: str) -> None:
+        if not text:
+            raise ConfigError("empty pattern")
+        if "//" in text.strip("/"):
+            raise ConfigError(f"pattern {text!r} has an empty segment")
+        self.text = text
+        self.listings_only = text.endswith("/")
+        self._segments = segments(text)
+
+    def __repr__(self) -> str:
+        return f"Pattern({self.text!r})"
+
+    def matches(self, path: str) -> bool:
+        if self.listings_only and not is_listing(path):
+            return False
+        return _match(self._segments, segments(path))
+
+    def covered_prefix(self, path: str) -> int | None:
+        """For a pattern ending in ``**`` that matches *path*: how many leading segments of
+        *path* the pattern names before its ``**`` (what lies below them is covered)."""
+        if not self._segments or self._segments[-1] != "**" or not self.matches(path):
+            return None
+        return len(self._segments) - 1
+
+
+def _match(pattern: tuple[str, ...], names: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not names
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_match(rest, names[i:]) for i in range(len(names) + 1))
+    return bool(names) and fnmatchcase(names[0], head) and _match(rest, names[1:])
+
+
+class SecretRules:
+    """Which paths hold secrets (credentials, user data, identity proofs), and how to name a
+    path in a log line without giving one away: below a secret directory (``.../**``), names
+    are not shown, since a credential served as a directory has its lines read as names."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self._patterns = tuple(Pattern(text) for text in patterns)
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return tuple(pattern.text for pattern in self._patterns)
+
+    def is_secret(self, path: str) -> bool:
+        return any(pattern.matches(path.rstrip("/")) for pattern in self._patterns)
+
+    def loggable(self, path: str) -> str:
+        """*path* as a log line or an error message may show it."""
+        names = segments(path)
+        for pattern in self._patterns:
+            kept = pattern.covered_prefix(path.rstrip("/"))
+            if kept is not None and len(names) > kept:
+                return "/".join(names[:kept]) + "/…"
+        return path[:300]

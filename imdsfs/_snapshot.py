@@ -14,8 +14,6 @@ the mount's file modes.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
 import logging
 import os
@@ -25,10 +23,12 @@ import tempfile
 import httpx
 import trio
 
-from ._client import ClientConfig, ImdsClient
-from ._errors import ConfigError, NotFound
-from ._tree import NodeKind, is_secret, parse_listing
-from .emulator import DocumentError, InstanceDocument, load_document
+from ._client import ImdsClient
+from ._document import InstanceDocument, encode_leaf, load_document
+from ._errors import ConfigError, DocumentError, NotFound
+from ._provider import NodeKind
+from ._settings import ClientConfig
+from ._tree import MAX_NODES
 
 __all__ = ["SNAPSHOT_ENDPOINT", "SnapshotTransport", "crawl", "dump", "open_snapshot"]
 
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 # resolves (RFC 2606), so even a wiring mistake could not send a request anywhere.
 SNAPSHOT_ENDPOINT = "http://snapshot.invalid"
 
-_TOP_DIRECTORIES = ("dynamic", "meta-data")  # the order `GET /latest/` lists them
-
 Document = dict[str, object]
 
 
@@ -47,7 +45,7 @@ Document = dict[str, object]
 
 
 def dump(config: ClientConfig, output: str | None, *, omit_secrets: bool = False) -> int:
-    """Crawl IMDS and write the document to *output* (a file, mode 0600) or stdout."""
+    """Crawl the service and write the document to *output* (a file, mode 0600) or stdout."""
     document = trio.run(_crawl_with_new_client, config, omit_secrets)
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if output is None:
@@ -70,65 +68,62 @@ async def crawl(client: ImdsClient, *, omit_secrets: bool = False) -> Document:
     gone by the time it is read (404) is left out; any other failure fails the dump, since a
     snapshot silently missing a subtree would be worse than none. With *omit_secrets*, the
     files the mount keeps root-only (credentials, user-data) are neither fetched nor written,
-    so the snapshot can be shared.
+    so the snapshot can be shared. The document's top level is the mount root (as
+    ``meta-data``) and the entries the provider adds to it (EC2: ``dynamic``, ``user-data``).
     """
-    document: Document = {}
-    for name in _TOP_DIRECTORIES:
+    crawler = _Crawler(client, omit_secrets)
+    document: Document = {"meta-data": await crawler.directory("")}
+    for extra in client.provider.root_extras:
+        if crawler.skips(extra.path):
+            continue
         try:
-            document[name] = await _directory(client, f"{name}/", omit_secrets)
-        except NotFound:
-            log.info("IMDS has no /latest/%s/", name)
-    if not omit_secrets:
-        with contextlib.suppress(NotFound):  # NotFound: an instance launched without user data
-            document["user-data"] = _leaf((await client.get("user-data")).body)
-    try:
-        InstanceDocument.from_dict(document, source="the dump")
-    except DocumentError as exc:
-        raise ConfigError(f"IMDS served a tree the snapshot format cannot hold: {exc}") from None
-    return document
-
-
-async def _directory(client: ImdsClient, path: str, omit_secrets: bool) -> Document:
-    entries = _listing_entries((await client.get(path)).body, path)
-    if omit_secrets:
-        entries = [(key, child) for key, child in entries if not is_secret(child)]
-    values: Document = {}
-
-    async def fetch(key: str, child: str) -> None:
-        try:
-            if child.endswith("/"):
-                values[key] = await _directory(client, child, omit_secrets)
+            if extra.kind is NodeKind.DIRECTORY:
+                document[extra.name] = await crawler.directory(extra.path)
             else:
-                values[key] = _leaf((await client.get(child)).body)
-        except NotFound:
-            log.warning("/latest/%s is listed but answers 404; left out", child)
-
-    async with trio.open_nursery() as nursery:
-        for key, child in entries:
-            nursery.start_soon(fetch, key, child)
-    return {key: values[key] for key, _ in entries if key in values}  # listing order
-
-
-def _listing_entries(body: bytes, parent: str) -> list[tuple[str, str]]:
-    """``(document key, IMDS path)`` per listing entry; a directory's path ends in ``/``.
-
-    Keys are the listed names (``0=my-key`` included), so the document lists what IMDS
-    listed. Which names are usable is the mount's own rule (`parse_listing`): a name the
-    mount would skip, with its one warning, is left out of the snapshot too.
-    """
-    return [
-        (entry.listed or entry.name, entry.imds_path)
-        for entry in parse_listing(body, parent)
-        if entry.kind is not NodeKind.SYMLINK  # the mount's aid for humans, not IMDS data
-    ]
+                document[extra.name] = encode_leaf((await client.get(extra.path)).body)
+        except NotFound:  # an instance launched without user data, say
+            log.info("the service has no %s", extra.path)
+    try:  # and in the document's own order of keys
+        return InstanceDocument.from_dict(document, source="the dump").to_dict()
+    except DocumentError as exc:
+        raise ConfigError(f"the service served a tree a snapshot cannot hold: {exc}") from None
 
 
-def _leaf(body: bytes) -> object:
-    """A string when the bytes are UTF-8 (JSON carries any such text exactly), else base64."""
-    try:
-        return body.decode()
-    except UnicodeDecodeError:
-        return {"$base64": base64.b64encode(body).decode()}
+class _Crawler:
+    def __init__(self, client: ImdsClient, omit_secrets: bool) -> None:
+        self._client = client
+        self._provider = client.provider
+        self._omit_secrets = omit_secrets
+
+    def skips(self, path: str) -> bool:
+        return self._omit_secrets and self._provider.secrets.is_secret(path)
+
+    async def directory(self, path: str) -> Document:
+        """Keys are the listed names (``0=my-key`` included), so the document lists what the
+        service listed. Which names are usable is the mount's own rule (the provider's
+        `parse_listing`): a name the mount would skip is left out of the snapshot too."""
+        body = (await self._client.get(path)).body
+        listing = self._provider.parse_listing(body, path, limit=MAX_NODES)
+        entries = [
+            (entry.listed or entry.name, entry.path)
+            for entry in listing.entries
+            if entry.kind is not NodeKind.SYMLINK and not self.skips(entry.path)
+        ]  # symlinks are the mount's aid for humans, not data
+        values: Document = {}
+
+        async def fetch(key: str, child: str) -> None:
+            try:
+                if child.endswith("/"):
+                    values[key] = await self.directory(child)
+                else:
+                    values[key] = encode_leaf((await self._client.get(child)).body)
+            except NotFound:
+                log.warning("%s is listed but answers 404; left out", self._provider.where(child))
+
+        async with trio.open_nursery() as nursery:
+            for key, child in entries:
+                nursery.start_soon(fetch, key, child)
+        return {key: values[key] for key, _ in entries if key in values}  # listing order
 
 
 def _write_private(path: str, data: bytes) -> None:

@@ -1,11 +1,11 @@
-"""The metadata tree: filesystem paths and inodes on one side, IMDS paths on the other.
+"""The metadata tree: the inode table, and what is a directory, a file or a symlink.
 
-The tree decides what is a directory, a file or a symlink from the listings IMDS serves (a
-trailing ``/``, the ``public-keys`` ``N=name`` quirk), never from a list of known paths, so new
-categories appear without a release. It also refuses names that cannot be filenames.
+The tree decides the kind of every entry from the listings the service serves (a trailing
+``/``; the provider's quirks), never from a list of known paths, so new categories appear
+without a release. Names that cannot be filenames are skipped, each warned about once.
 
-Every node keeps its inode for the life of the mount: the IMDS tree is a few hundred paths, so
-numbers are never reused.
+Every node keeps its inode for the life of the mount: a metadata tree is a few hundred paths,
+so numbers are never reused, and `MAX_NODES` bounds what a service inventing names can grow.
 
 **A file's inode names one value.** The kernel keeps one size and one page cache per inode,
 shared by every reader and changed by any reader's lookup, getattr or readdir; a handle's
@@ -18,73 +18,50 @@ end when the value's TTL does). A file whose value is not known yet (a listing w
 could not all be fetched in time) is shown under the node's own inode, with no size, and is
 read without the page cache. A superseded version is freed once the kernel forgets it.
 
-IMDS paths here are relative to ``/latest/``: a directory's ends in ``/``
-(``meta-data/placement/``), a file's does not (``meta-data/placement/region``).
+Paths here are mount paths (see `_paths`): a directory's ends in ``/`` (``placement/``), a
+file's does not (``placement/region``), the root's is ``""``.
 """
 
 from __future__ import annotations
 
-import enum
+import collections
+import dataclasses
+import hashlib
 import itertools
 import logging
-import re
+import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import trio
 
 from ._cache import CachedValue, MetadataCache
-from ._client import has_unfetchable_chars
 from ._errors import ImdsError, NotFound
 from ._flight import fallback_deadline
-from ._paths import is_secret, loggable, mount_path
+from ._provider import ListingEntry, NodeKind
 
-__all__ = [
-    "FileVersion",
-    "ListingEntry",
-    "MetadataTree",
-    "Node",
-    "NodeKind",
-    "NodeStat",
-    "is_secret",
-    "parse_listing",
-]
+__all__ = ["FileVersion", "MetadataTree", "Node", "NodeStat"]
 
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
 # Real trees hold a few hundred paths (a few thousand with 50 network interfaces). Past this
-# many, new names are not shown: an IMDS inventing names must not grow the daemon without end.
+# many, new names are not shown: a service inventing names must not grow the daemon without
+# end.
 MAX_NODES = 20_000
-# Requests the read-ahead may have in flight: fewer than the client's cap (8), so a reader's
-# own request never queues behind more than a few of them.
-READ_AHEAD_REQUESTS = 4
 # Children whose values one readdir fetches to report their sizes; past this (no real
 # directory comes close), sizes are left for ``stat`` to ask.
 MAX_SIZES_PER_LISTING = 256
-_MAX_NAME_BYTES = 255
-# Longest IMDS path a node may have: far beyond any real tree, far below what a URL may hold.
-_MAX_PATH_BYTES = 8192
-_PUBLIC_KEYS = "meta-data/public-keys/"
-_PUBLIC_KEY_ENTRY = re.compile(r"(\d+)=(.+)")
-
-
-class NodeKind(enum.Enum):
-    DIRECTORY = "directory"
-    FILE = "file"
-    SYMLINK = "symlink"
-
-
-@dataclass(frozen=True)
-class ListingEntry:
-    """One usable entry of a listing, already checked to be a safe filename."""
-
-    name: str
-    kind: NodeKind
-    imds_path: str
-    target: str | None = None  # for symlinks: the sibling they point to
-    listed: str | None = None  # the listing's own name where it differs (``0=my-key``)
+# Unusable names are warned about one by one up to this many; then once, and no more.
+MAX_WARNED = 1000
+# Bytes of file versions kept for the kernel to read; past this, the least recently opened
+# are let go (and read from the cache again, if it still has them). Real trees hold a few
+# hundred KiB.
+VERSION_BYTES = 32 << 20
+# Superseded versions the kernel never took (or has forgotten), kept a while longer: a reply
+# already being built may still name one.
+RECENT_VERSIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -93,27 +70,26 @@ class Node:
     parent: int
     name: str
     kind: NodeKind
-    imds_path: str
-    target: str | None = None
-
-    @property
-    def mount_path(self) -> str:
-        """The path as the user sees it under the mountpoint, without a leading ``/``."""
-        return mount_path(self.imds_path)
-
-    @property
-    def secret(self) -> bool:
-        return self.kind is NodeKind.FILE and is_secret(self.imds_path)
+    path: str  # mount path; a directory's ends in "/"
+    target: str | None = None  # for symlinks: the sibling they point to
+    secret: bool = False  # a file holding credentials or user data: root-only
 
 
 @dataclass(frozen=True)
 class FileVersion:
-    """One value of a file, under an inode of its own (see the module docstring)."""
+    """One value of a file, under an inode of its own (see the module docstring). Its bytes
+    are kept apart (`MetadataTree.read_version`), within a budget; the digest says which
+    value it is once they have been let go."""
 
     inode: int
     node: Node
-    body: bytes
+    size: int
+    digest: bytes
     changed_at: float  # wall clock: the mtime
+
+
+def _digest(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -125,95 +101,12 @@ class NodeStat:
     node: Node
     value: CachedValue | None
     version: FileVersion | None = None
+    listed_until: float = math.inf  # trio clock: when the parent's listing must be read again
 
     @property
     def inode(self) -> int:
         """The inode the kernel is to know this entry by."""
         return self.version.inode if self.version is not None else self.node.inode
-
-
-def parse_listing(body: bytes, parent: str, limit: int = MAX_NODES) -> list[ListingEntry]:
-    """Parse an IMDS listing of the directory at IMDS path *parent*.
-
-    Lines are LF-separated; a trailing ``/`` marks a directory; under ``public-keys/`` an entry
-    ``N=name`` is the directory ``N`` plus a symlink ``name -> N`` for humans. Unusable names are
-    skipped with a warning; the first of two entries with one name wins. At most *limit*
-    entries are kept: no directory may hold more than the whole tree.
-    """
-    entries: dict[str, ListingEntry] = {}
-    lines = body.split(b"\n", limit + 1) if body else []
-    if lines and not lines[-1]:  # a final newline ends the last line; it is not an entry
-        lines.pop()
-    for line in lines[:limit]:
-        for entry in _entries_for_line(line, parent):
-            if entry.name in entries:
-                _warn_once(parent, entry.name, "duplicate name in listing")
-                continue
-            entries[entry.name] = entry
-    return list(entries.values())[:limit]
-
-
-def _entries_for_line(line: bytes, parent: str) -> Iterator[ListingEntry]:
-    if line.endswith(b"\r"):  # tolerate CRLF listings; IMDS itself sends LF only
-        line = line[:-1]
-    if not line:
-        _warn_once(parent, "", "empty line")
-        return
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        _warn_once(parent, repr(line), "name is not UTF-8")
-        return
-    is_dir = text.endswith("/")
-    name = text[:-1] if is_dir else text
-    key = _PUBLIC_KEY_ENTRY.fullmatch(name) if parent == _PUBLIC_KEYS else None
-    if key is not None:
-        index, key_name = key.groups()
-        if not _usable_name(parent, index):
-            return
-        yield ListingEntry(index, NodeKind.DIRECTORY, f"{parent}{index}/", listed=name)
-        if _usable_name(parent, key_name) and key_name != index:
-            yield ListingEntry(key_name, NodeKind.SYMLINK, f"{parent}{key_name}", target=index)
-        return
-    if not _usable_name(parent, name):
-        return
-    if is_dir:
-        yield ListingEntry(name, NodeKind.DIRECTORY, f"{parent}{name}/")
-    else:
-        yield ListingEntry(name, NodeKind.FILE, f"{parent}{name}")
-
-
-def _usable_name(parent: str, name: str) -> bool:
-    if name in ("", ".", ".."):
-        reason = "reserved or empty name"
-    elif "/" in name or "\0" in name:
-        reason = "name contains '/' or NUL"
-    elif has_unfetchable_chars(name):  # it could be listed, but every read of it would fail
-        reason = "name contains a control character or one of ?#%\\, so cannot be fetched"
-    elif len(name.encode("utf-8")) > _MAX_NAME_BYTES:
-        reason = f"name longer than {_MAX_NAME_BYTES} bytes"
-    elif len(parent.encode("utf-8")) + len(name.encode("utf-8")) + 1 > _MAX_PATH_BYTES:
-        reason = f"path longer than {_MAX_PATH_BYTES} bytes"
-    else:
-        return True
-    _warn_once(parent, name, reason)
-    return False
-
-
-_warned: set[tuple[str, str]] = set()
-_MAX_WARNED = 1000  # an IMDS inventing bad names must not grow this set without end
-
-
-def _warn_once(parent: str, name: str, reason: str) -> None:
-    if (parent, name) in _warned or len(_warned) > _MAX_WARNED:
-        return
-    _warned.add((parent, name))
-    if len(_warned) > _MAX_WARNED:
-        log.warning("more than %d unusable names skipped; no longer logging each", _MAX_WARNED)
-    elif is_secret(parent):  # a name under a credential directory may itself be a secret
-        log.warning("skipping an entry in /latest/%s: %s", loggable(parent), reason)
-    else:
-        log.warning("skipping entry %r in /latest/%s: %s", name[:300], parent[:300], reason)
 
 
 @dataclass
@@ -225,24 +118,40 @@ class _Listing:
 
 
 class MetadataTree:
-    """The inode table and the directory structure, read through a `MetadataCache`."""
+    """The inode table and the directory structure, read through a `MetadataCache`.
 
-    def __init__(self, cache: MetadataCache, *, max_nodes: int = MAX_NODES) -> None:
+    *read_ahead_requests* bounds the requests the read-ahead keeps in flight: fewer than the
+    client's ``--max-requests``, so a reader's own request never queues behind many of them.
+    """
+
+    def __init__(
+        self,
+        cache: MetadataCache,
+        *,
+        max_nodes: int = MAX_NODES,
+        read_ahead_requests: int = 4,
+    ) -> None:
         self.cache = cache
         self.max_nodes = max_nodes
+        self._provider = cache.provider
+        self._loggable = self._provider.secrets.loggable
         self._inodes = itertools.count(ROOT_INODE + 1)  # nodes and versions: never reused
         self._nodes: dict[int, Node] = {
-            ROOT_INODE: Node(ROOT_INODE, ROOT_INODE, "", NodeKind.DIRECTORY, "meta-data/")
+            ROOT_INODE: Node(ROOT_INODE, ROOT_INODE, "", NodeKind.DIRECTORY, "")
         }
         self._by_key: dict[tuple[int, str, NodeKind], int] = {}
         self._listings: dict[int, _Listing] = {}  # directory inode → its parsed listing
         self._versions: dict[int, FileVersion] = {}  # version inode → version
         self._current: dict[int, FileVersion] = {}  # file node inode → its newest version
         self._lookups: Counter[int] = Counter()  # version inode → kernel lookup count
+        self._recent: collections.deque[int] = collections.deque()  # superseded, not held
+        self._bodies: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._body_bytes = 0
         self._read_ahead: trio.Nursery | None = None  # see `read_ahead_in`
         self._warming: set[int] = set()  # directories being read ahead now
         self._full = False  # max_nodes reached (logged once)
-        self._read_ahead_slots = trio.CapacityLimiter(READ_AHEAD_REQUESTS)
+        self._read_ahead_slots = trio.CapacityLimiter(max(1, read_ahead_requests))
+        self._warned: set[tuple[str, str]] = set()  # (directory, name) already warned about
 
     @property
     def root(self) -> Node:
@@ -275,33 +184,42 @@ class MetadataTree:
         if node is None and directory.inode == ROOT_INODE:
             node = next((n for n in await self._root_extras() if n.name == name), None)
         if node is None:
-            raise NotFound(loggable(f"{directory.imds_path}{name}"))
+            raise NotFound(self._loggable(directory.path + name))
         return node
 
     async def _listing(self, directory: Node) -> _Listing:
         """The parsed listing, parsed (and its nodes registered) once per listing body."""
-        body = (await self.cache.get(directory.imds_path)).body
+        body = (await self.cache.get(directory.path)).body
         listing = self._listings.get(directory.inode)
         if listing is None or listing.body is not body:  # same bytes object: same listing
-            entries = parse_listing(body, directory.imds_path, limit=self.max_nodes)
-            nodes = (self._register(directory, entry) for entry in entries)
+            parsed = self._provider.parse_listing(body, directory.path, limit=self.max_nodes)
+            for name, reason in parsed.skipped:
+                self._warn_once(directory.path, name, reason)
+            nodes = (self._register(directory, entry) for entry in parsed.entries)
             listing = _Listing(body, {node.name: node for node in nodes if node is not None})
             self._listings[directory.inode] = listing
         return listing
 
     async def _root_extras(self) -> list[Node]:
-        """The mount root adds ``dynamic/`` and, when IMDS has it, ``user-data``."""
-        extras = [ListingEntry("dynamic", NodeKind.DIRECTORY, "dynamic/")]
+        """What the provider adds to the root (EC2: ``dynamic/``, and ``user-data`` when the
+        service has it): a file among them is shown unless it answers 404."""
+        nodes = []
+        for entry in self._provider.root_extras:
+            if entry.kind is NodeKind.FILE and not await self._exists(entry.path):
+                continue
+            node = self._register(self.root, entry)
+            if node is not None:
+                nodes.append(node)
+        return nodes
+
+    async def _exists(self, path: str) -> bool:
         try:
-            await self.cache.get("user-data")
+            await self.cache.get(path)
         except NotFound:
-            pass
+            return False
         except ImdsError:  # unknown: show it; reading it reports the error
-            extras.append(ListingEntry("user-data", NodeKind.FILE, "user-data"))
-        else:
-            extras.append(ListingEntry("user-data", NodeKind.FILE, "user-data"))
-        nodes = (self._register(self.root, entry) for entry in extras)
-        return [node for node in nodes if node is not None]
+            pass
+        return True
 
     # --- values ---------------------------------------------------------------------------
 
@@ -309,12 +227,21 @@ class MetadataTree:
         """The node with its current value. A file's value is fetched (raising if it is gone or
         failing); a directory reports its listing only if cached, since its size is not its
         listing's and fetching it would cost a request per subdirectory."""
+        listed_until = self._listed_until(node)
         if node.kind is NodeKind.FILE:
-            value = await self.cache.get(node.imds_path)
-            return NodeStat(node, value, self._version_of(node, value))
+            value = await self.cache.get(node.path)
+            return NodeStat(node, value, self._version_of(node, value), listed_until)
         if node.kind is NodeKind.DIRECTORY:
-            return NodeStat(node, self.cache.peek(node.imds_path))
-        return NodeStat(node, None)
+            return NodeStat(node, self.cache.peek(node.path), listed_until=listed_until)
+        return NodeStat(node, None, listed_until=listed_until)
+
+    def _listed_until(self, node: Node) -> float:
+        """When the listing that names *node* must be read again: the kernel keeps the name
+        no longer, so a file deleted (or turned into a directory) goes with its listing."""
+        if node.inode == ROOT_INODE:
+            return math.inf
+        listing = self.cache.peek(self._nodes[node.parent].path)
+        return listing.expires_at if listing is not None else trio.current_time() + 1.0
 
     async def stat_children(self, directory: Node) -> list[NodeStat]:
         """Every child with its value, fetched concurrently so ``ls -l`` costs one round.
@@ -334,7 +261,7 @@ class MetadataTree:
             except NotFound:
                 gone.add(node.inode)
             except ImdsError as exc:  # the cache already warned, once per failing path
-                log.debug("size of %s unknown: %s", loggable(node.imds_path), exc)
+                log.debug("size of %s unknown: %s", self._loggable(node.path), exc)
 
         with trio.move_on_at(fallback_deadline()):
             async with trio.open_nursery() as nursery:
@@ -345,14 +272,63 @@ class MetadataTree:
     def _version_of(self, node: Node, value: CachedValue) -> FileVersion:
         """The version holding *value*'s bytes: the current one, or a new inode for new bytes."""
         current = self._current.get(node.inode)
-        if current is not None and (current.body is value.body or current.body == value.body):
+        if current is not None and self._bodies.get(current.inode) is value.body:
+            self._bodies.move_to_end(current.inode)
+            return current  # the very bytes object it was made from: no need to hash them
+        digest = _digest(value.body)
+        if current is not None and current.digest == digest:
+            self._keep_body(current.inode, value.body)
             return current
-        version = FileVersion(next(self._inodes), node, value.body, value.changed_at)
+        version = FileVersion(next(self._inodes), node, len(value.body), digest, value.changed_at)
         self._current[node.inode] = version
         self._versions[version.inode] = version
+        self._keep_body(version.inode, value.body)
         if current is not None and not self._lookups[current.inode]:
-            del self._versions[current.inode]  # the kernel never saw it, or has forgotten it
+            self._retire(current.inode)
         return version
+
+    async def read_version(self, version: FileVersion) -> tuple[bytes, bool]:
+        """The bytes to serve for *version*, and whether they are exactly its own. Once its
+        bytes have been let go (the budget), the cache's are used if they are the same
+        value; else the current value is all there is (served without the page cache)."""
+        body = self._bodies.get(version.inode)
+        if body is not None:
+            self._bodies.move_to_end(version.inode)
+            return body, True
+        value = await self.cache.get(version.node.path)
+        if _digest(value.body) == version.digest:
+            self._keep_body(version.inode, value.body)
+            return value.body, True
+        return value.body, False
+
+    def _keep_body(self, inode: int, body: bytes) -> None:
+        if inode in self._bodies:
+            self._bodies.move_to_end(inode)
+            return
+        self._bodies[inode] = body
+        self._body_bytes += len(body)
+        while self._body_bytes > VERSION_BYTES and len(self._bodies) > 1:
+            _, dropped = self._bodies.popitem(last=False)
+            self._body_bytes -= len(dropped)
+
+    def _drop_body(self, inode: int) -> None:
+        body = self._bodies.pop(inode, None)
+        if body is not None:
+            self._body_bytes -= len(body)
+
+    def _retire(self, inode: int) -> None:
+        """A superseded version the kernel does not hold: kept among the recent ones for a
+        while (a reply being built may name it), then freed."""
+        self._recent.append(inode)
+        while len(self._recent) > RECENT_VERSIONS:
+            old = self._recent.popleft()
+            version = self._versions.get(old)
+            if version is not None and not self._lookups[old] and not self._is_current(version):
+                del self._versions[old]
+                self._drop_body(old)
+
+    def _is_current(self, version: FileVersion) -> bool:
+        return self._current.get(version.node.inode) is version
 
     # --- what the kernel holds ------------------------------------------------------------
 
@@ -371,20 +347,15 @@ class MetadataTree:
             return
         del self._lookups[inode]
         version = self._versions.get(inode)
-        if version is not None and self._current.get(version.node.inode) is not version:
-            del self._versions[inode]
-
-    def version_count(self) -> int:
-        """Values held for the kernel: the current one of each file read, plus superseded
-        ones the kernel still holds (open files, cached dentries)."""
-        return len(self._versions)
+        if version is not None and not self._is_current(version):
+            self._retire(inode)
 
     # --- read-ahead and prefetch ----------------------------------------------------------
 
     def read_ahead_in(self, nursery: trio.Nursery | None) -> None:
         """From now on, `stat_children` also warms each subdirectory in *nursery* (None: stop):
-        its listing and its files, one level down, at most `READ_AHEAD_REQUESTS` requests at
-        a time.
+        its listing and its files, one level down, at most *read_ahead_requests* requests
+        at a time.
 
         A walk (``grep -r``, ``find``, ``ls -R``) then finds each directory ready when it gets
         there, instead of paying one listing round trip and one round of files per directory
@@ -406,7 +377,7 @@ class MetadataTree:
         return (
             node.kind is NodeKind.DIRECTORY
             and node.inode not in self._warming
-            and self.cache.peek(node.imds_path) is None
+            and self.cache.peek(node.path) is None
         )
 
     async def _warm(self, directory: Node) -> None:
@@ -418,20 +389,20 @@ class MetadataTree:
                     if node.kind is NodeKind.FILE:
                         nursery.start_soon(self._warm_file, node)
         except ImdsError as exc:  # left for the reader who asks; the cache warned once
-            log.debug("read-ahead of %s skipped: %s", loggable(directory.imds_path), exc)
+            log.debug("read-ahead of %s skipped: %s", self._loggable(directory.path), exc)
         except Exception:  # a bug here must not take the mount down with it
-            log.exception("read-ahead of %s failed unexpectedly", loggable(directory.imds_path))
+            log.exception("read-ahead of %s failed unexpectedly", self._loggable(directory.path))
         finally:
             self._warming.discard(directory.inode)
 
     async def _warm_file(self, node: Node) -> None:
         try:
             async with self._read_ahead_slots:
-                await self.cache.get(node.imds_path)
+                await self.cache.get(node.path)
         except ImdsError as exc:
-            log.debug("read-ahead of %s skipped: %s", loggable(node.imds_path), exc)
+            log.debug("read-ahead of %s skipped: %s", self._loggable(node.path), exc)
         except Exception:  # a bug here must not take the mount down with it
-            log.exception("read-ahead of %s failed unexpectedly", loggable(node.imds_path))
+            log.exception("read-ahead of %s failed unexpectedly", self._loggable(node.path))
 
     async def crawl(self, directory: Node | None = None) -> int:
         """Fetch every listing and value below *directory* (default: the root), concurrently.
@@ -446,7 +417,7 @@ class MetadataTree:
             nonlocal fetched
             try:
                 if node.kind is NodeKind.FILE:
-                    await self.cache.get(node.imds_path)
+                    await self.cache.get(node.path)
                     fetched += 1
                 elif node.kind is NodeKind.DIRECTORY:
                     children = await self.children(node)  # outside the nursery: its errors
@@ -454,9 +425,9 @@ class MetadataTree:
                         for child in children:
                             nursery.start_soon(walk, child)
             except ImdsError as exc:
-                log.debug("prefetch of %s skipped: %s", loggable(node.imds_path), exc)
+                log.debug("prefetch of %s skipped: %s", self._loggable(node.path), exc)
             except Exception:  # a bug here must not take the mount down with it
-                log.exception("prefetch of %s failed unexpectedly", loggable(node.imds_path))
+                log.exception("prefetch of %s failed unexpectedly", self._loggable(node.path))
 
         await walk(directory or self.root)
         return fetched
@@ -468,23 +439,55 @@ class MetadataTree:
         key = (parent.inode, entry.name, entry.kind)
         inode = self._by_key.get(key)
         if inode is not None:
-            return self._nodes[inode]
+            node = self._nodes[inode]
+            if node.target != entry.target:  # a public key's name now names another index
+                node = dataclasses.replace(node, target=entry.target)
+                self._nodes[inode] = node
+            return node
         if len(self._nodes) >= self.max_nodes:
             if not self._full:
                 self._full = True
                 log.error(
-                    "IMDS listed more than %d paths; new names (first under /latest/%s) are "
+                    "the service listed more than %d paths; new names (first in %s) are "
                     "not shown until the next mount",
                     self.max_nodes,
-                    parent.imds_path,
+                    self._provider.where(parent.path),
                 )
             return None
         inode = next(self._inodes)
         self._by_key[key] = inode
+        secret = entry.kind is NodeKind.FILE and self._provider.secrets.is_secret(entry.path)
         self._nodes[inode] = Node(
-            inode, parent.inode, entry.name, entry.kind, entry.imds_path, entry.target
+            inode, parent.inode, entry.name, entry.kind, entry.path, entry.target, secret
         )
         return self._nodes[inode]
+
+    def _warn_once(self, directory: str, name: str, reason: str) -> None:
+        """One warning per unusable name; past `MAX_WARNED` of them, one more and silence."""
+        if (directory, name) in self._warned or len(self._warned) > MAX_WARNED:
+            return
+        self._warned.add((directory, name))
+        if len(self._warned) > MAX_WARNED:
+            log.warning("more than %d unusable names skipped; no longer logging each", MAX_WARNED)
+        elif self._loggable(directory + name).endswith("…"):  # the name may be a secret
+            log.warning("skipping an entry in %s: %s", self._provider.where(directory), reason)
+        else:
+            where = self._provider.where(directory)
+            log.warning("skipping entry %r in %s: %s", name[:300], where, reason)
+
+    # --- introspection --------------------------------------------------------------------
+
+    def url(self, node: Node) -> str:
+        """Where the node's bytes come from (``user.imds.url``)."""
+        return self._provider.url(node.path)
+
+    @property
+    def endpoint(self) -> str:
+        return self._provider.endpoint
+
+    def statistics(self) -> dict[str, int]:
+        """The cache's and client's counters, and the file versions held for the kernel."""
+        return {**self.cache.statistics(), "versions": len(self._versions)}
 
     def nodes(self) -> Iterable[Node]:
         return self._nodes.values()

@@ -1,41 +1,24 @@
-"""How long each IMDS value may be served from the cache.
+"""How long each value may be served from the cache: the TTL is chosen per path, by rules.
 
-IMDS values differ wildly in volatility: the instance id never changes while the instance runs,
-spot interruption notices and rotated credentials appear within seconds. One TTL for everything
-is either stale or wasteful, so the TTL is chosen per path by rules.
+Metadata values differ wildly in volatility: an instance id never changes while the instance
+runs, spot notices and rotated credentials appear within seconds. One TTL for everything is
+either stale or wasteful.
 
-Rules match **mount paths**, the paths a user sees under the mountpoint: ``instance-id``,
-``spot/instance-action``, ``dynamic/instance-identity/document``, ``user-data``. Patterns are
-split on ``/`` and matched segment by segment:
-
-- ``*``, ``?`` and ``[...]`` match within one segment (:func:`fnmatch.fnmatchcase`, so
-  case-sensitive); they never cross a ``/``.
-- ``**`` as a whole segment matches zero or more segments: ``spot/**`` matches ``spot``
-  itself and everything below it, ``**`` matches every path.
-- A pattern ending in ``/`` matches directory listings only: ``**/`` is every listing and
-  ``/`` alone is the root listing. Other patterns match files and listings alike.
-- A leading ``/`` is ignored: mount paths are relative to the mountpoint.
-
-User rules are tried first, in the order given, then the built-in rules (``describe()`` prints
-both); a path that matches nothing gets the default TTL.
+Rules are ``PATTERN=SECONDS`` over mount paths, in the pattern language of `_paths`. The
+user's rules are tried first, in the order given, then the provider's built-in rules
+(``describe()`` prints both); a path that matches nothing gets the default TTL.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
-from functools import cached_property
+from dataclasses import dataclass, field
 
 from ._errors import ConfigError
+from ._paths import Pattern
 
-__all__ = ["TtlPolicy", "TtlRule"]
-
-_HOUR = 3600.0
-_LONG = 6 * _HOUR  # fixed for the life of the instance
-_MINUTES = 60.0  # changes through the EC2 API while the instance runs
-_SECONDS = 5.0  # changes on its own, and someone may be waiting for it (spot, credentials)
+__all__ = ["DEFAULT_TTL", "NEGATIVE_TTL", "TtlPolicy", "TtlRule", "rules"]
 
 DEFAULT_TTL = 60.0
 NEGATIVE_TTL = 2.0
@@ -43,134 +26,80 @@ NEGATIVE_TTL = 2.0
 
 @dataclass(frozen=True)
 class TtlRule:
-    """One ``PATTERN=SECONDS`` rule; see the module docstring for the pattern language."""
+    """One ``PATTERN=SECONDS`` rule."""
 
     pattern: str
     seconds: float
+    _compiled: Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.pattern:
-            raise ConfigError("TTL rule has an empty pattern")
-        if "//" in self.pattern.strip("/"):
-            raise ConfigError(f"TTL rule pattern {self.pattern!r} has an empty segment")
+        try:
+            compiled = Pattern(self.pattern)
+        except ConfigError as exc:
+            raise ConfigError(f"TTL rule: {exc}") from None
         if not (math.isfinite(self.seconds) and self.seconds >= 0):
             raise ConfigError(f"TTL for {self.pattern!r} must be a finite number >= 0")
+        object.__setattr__(self, "_compiled", compiled)
 
-    @property
-    def listings_only(self) -> bool:
-        return self.pattern.endswith("/")
-
-    @cached_property
-    def segments(self) -> tuple[str, ...]:
-        body = self.pattern.strip("/")
-        return tuple(body.split("/")) if body else ()
-
-    def matches(self, segments: tuple[str, ...], *, listing: bool) -> bool:
-        if self.listings_only and not listing:
-            return False
-        return _match(self.segments, segments)
+    def matches(self, path: str) -> bool:
+        return self._compiled.matches(path)
 
 
-def _match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
-    if not pattern:
-        return not segments
-    head, rest = pattern[0], pattern[1:]
-    if head == "**":
-        return any(_match(rest, segments[i:]) for i in range(len(segments) + 1))
-    return bool(segments) and fnmatchcase(segments[0], head) and _match(rest, segments[1:])
-
-
-def _rules(seconds: float, *patterns: str) -> list[TtlRule]:
+def rules(seconds: float, *patterns: str) -> list[TtlRule]:
+    """One rule per pattern, all with the same TTL: how providers write their tables."""
     return [TtlRule(pattern, seconds) for pattern in patterns]
 
 
-# First match wins. Listings come first: their entries appear and disappear (spot notices,
-# tags, credentials, network interfaces) even where the leaves below them are stable.
-BUILTIN_RULES: Sequence[TtlRule] = (
-    *_rules(_SECONDS, "**/"),
-    *_rules(
-        _LONG,
-        "instance-id",
-        "ami-id",
-        "ami-launch-index",
-        "ami-manifest-path",
-        "ancestor-ami-ids",
-        "instance-type",
-        "instance-life-cycle",
-        "kernel-id",
-        "ramdisk-id",
-        "product-codes",
-        "reservation-id",
-        "mac",
-        "placement/**",
-        "services/**",
-        "dynamic/instance-identity/**",
-    ),
-    *_rules(_MINUTES, "network/**", "tags/**"),
-    *_rules(
-        _SECONDS,
-        "iam/**",
-        "identity-credentials/**",
-        "spot/**",
-        "events/**",
-        "autoscaling/**",
-    ),
-)
-
-
 class TtlPolicy:
-    """Chooses the cache TTL of an IMDS path: user rules first, then the built-in table."""
+    """Chooses the cache TTL of a path: user rules first, then the provider's built-in ones."""
 
     def __init__(
         self,
-        rules: Iterable[TtlRule] = (),
+        user_rules: Iterable[TtlRule] = (),
         *,
+        builtin: Sequence[TtlRule] = (),
         default_ttl: float = DEFAULT_TTL,
         negative_ttl: float = NEGATIVE_TTL,
     ) -> None:
         for name, value in (("default", default_ttl), ("negative", negative_ttl)):
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} TTL must be a finite number >= 0, not {value!r}")
-        self._rules = (*rules, *BUILTIN_RULES)
+        self._rules = (*user_rules, *builtin)
         self.default_ttl = default_ttl
         self.negative_ttl = negative_ttl
 
     @classmethod
-    def from_rules(cls, rules: Iterable[str]) -> TtlPolicy:
+    def from_rules(cls, texts: Iterable[str], *, builtin: Sequence[TtlRule] = ()) -> TtlPolicy:
         """Parse ``PATTERN=SECONDS`` rules; ``default=S`` and ``negative=S`` set those TTLs.
 
         The split is on the last ``=``: tag keys, and so mount paths, may contain ``=``.
         """
         parsed: list[TtlRule] = []
         special: dict[str, float] = {}
-        for rule in rules:
-            pattern, sep, value = rule.rpartition("=")
+        for text in texts:
+            pattern, sep, value = text.rpartition("=")
             pattern = pattern.strip()
             if not sep or not pattern:
-                raise ConfigError(f"TTL rule {rule!r} is not PATTERN=SECONDS")
+                raise ConfigError(f"TTL rule {text!r} is not PATTERN=SECONDS")
             try:
                 seconds = float(value)
             except ValueError:
-                raise ConfigError(f"TTL rule {rule!r}: {value!r} is not a number") from None
+                raise ConfigError(f"TTL rule {text!r}: {value!r} is not a number") from None
             if pattern in ("default", "negative"):
                 special[pattern] = seconds
             else:
                 parsed.append(TtlRule(pattern, seconds))
         return cls(
             parsed,
+            builtin=builtin,
             default_ttl=special.get("default", DEFAULT_TTL),
             negative_ttl=special.get("negative", NEGATIVE_TTL),
         )
 
-    def ttl(self, imds_path: str) -> float:
-        """TTL for a path relative to ``/latest/`` (``meta-data/instance-id``, ``user-data``).
-
-        A path ending in ``/`` (and the ``/latest/`` listing itself, ``""``) is a listing.
-        """
-        listing = imds_path == "" or imds_path.endswith("/")
-        segments = mount_segments(imds_path)
+    def ttl(self, path: str) -> float:
+        """The TTL of mount path *path* (a listing ends in ``/``; the root's is ``""``)."""
         for rule in self._rules:
-            if rule.matches(segments, listing=listing):
+            if rule.matches(path):
                 return rule.seconds
         return self.default_ttl
 
@@ -184,11 +113,3 @@ class TtlPolicy:
             ("default", self.default_ttl),
             ("negative", self.negative_ttl),
         ]
-
-
-def mount_segments(imds_path: str) -> tuple[str, ...]:
-    """``meta-data/placement/region`` → ``("placement", "region")``; other roots are kept."""
-    if imds_path == "meta-data" or imds_path.startswith("meta-data/"):
-        imds_path = imds_path.removeprefix("meta-data")
-    body = imds_path.strip("/")
-    return tuple(body.split("/")) if body else ()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -133,6 +135,14 @@ class Mounted:
         try:
             return self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # faulthandler: every stack, into the log
+            time.sleep(0.5)
+            with self.log_path.open("a") as log:  # and what in this process holds files
+                for fd in os.listdir("/proc/self/fd"):
+                    with contextlib.suppress(OSError):
+                        log.write(f"test fd {fd}: {os.readlink(f'/proc/self/fd/{fd}')}\n")
+                maps = Path("/proc/self/maps").read_text().splitlines()
+                log.writelines(f"test map: {line}\n" for line in maps if "imdsfs" in line)
             self.process.kill()
             self.process.wait()
             return -9

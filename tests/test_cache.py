@@ -30,10 +30,16 @@ from imdsfs import (
 )
 from imdsfs.emulator import Emulator
 
-INSTANCE_ID = "meta-data/instance-id"
-LOCAL_IPV4 = "meta-data/local-ipv4"
-ROLE_INFO = "meta-data/iam/info"
-SPOT_ACTION = "meta-data/spot/instance-action"
+# Mount paths, as the cache is asked for them; `imds` gives where the emulator keeps them.
+INSTANCE_ID = "instance-id"
+LOCAL_IPV4 = "local-ipv4"
+ROLE_INFO = "iam/info"
+SPOT_ACTION = "spot/instance-action"
+
+
+def imds(path: str) -> str:
+    return f"meta-data/{path}"
+
 
 MakeCache = Callable[..., MetadataCache]
 
@@ -50,7 +56,7 @@ async def make_cache(emulator: Emulator) -> AsyncIterator[MakeCache]:
         config = {"backoff_base": 0.0, **config}
         client = ImdsClient(ClientConfig(endpoint=emulator.url, **config), environ={})
         clients.append(client)
-        policy = TtlPolicy.from_rules(rules)
+        policy = TtlPolicy.from_rules(rules, builtin=client.provider.ttl_rules)
         return MetadataCache(client, policy, stale_bound=stale_bound, holdoff=holdoff)
 
     yield make
@@ -59,7 +65,7 @@ async def make_cache(emulator: Emulator) -> AsyncIterator[MakeCache]:
 
 
 def gets(emu: Emulator, path: str) -> int:
-    return emu.counters.count(method="GET", path=f"/latest/{path}")
+    return emu.counters.count(method="GET", path=f"/latest/{imds(path)}")
 
 
 # -- TTL -----------------------------------------------------------------------------------
@@ -71,7 +77,7 @@ async def test_value_is_served_from_cache_until_its_ttl_runs_out(
     cache = make_cache("instance-id=10")
     first = await cache.get(INSTANCE_ID)
     assert first.source == "live"
-    assert first.body == emulator.get_bytes(INSTANCE_ID)
+    assert first.body == emulator.get_bytes(imds(INSTANCE_ID))
     assert first.expires_at == first.fetched_at + 10
     mock_clock.jump(9.9)
     again = await cache.get(INSTANCE_ID)
@@ -124,7 +130,7 @@ async def test_concurrent_cold_readers_share_one_request(
             nursery.start_soon(read)
     assert gets(emulator, INSTANCE_ID) == 1
     assert len(results) == 64
-    assert {value.body for value in results} == {emulator.get_bytes(INSTANCE_ID)}
+    assert {value.body for value in results} == {emulator.get_bytes(imds(INSTANCE_ID))}
     stats = cache.statistics()
     assert (stats["misses"], stats["fetches"]) == (64, 1)
 
@@ -149,7 +155,7 @@ async def test_a_cancelled_reader_does_not_fail_the_others_waiting_on_it(
         first.cancel()
     assert first.cancelled_caught
     assert len(results) == 4
-    assert {value.body for value in results} == {emulator.get_bytes(INSTANCE_ID)}
+    assert {value.body for value in results} == {emulator.get_bytes(imds(INSTANCE_ID))}
 
 
 async def _read_in_scope(cache: MetadataCache, scope: trio.CancelScope) -> None:
@@ -162,7 +168,7 @@ async def test_requests_in_flight_stay_within_max_concurrency(
 ) -> None:
     emulator.faults.latency = 0.1
     cache = make_cache(max_concurrency=4)
-    paths = [f"meta-data/tags/instance/missing-{i}" for i in range(32)]
+    paths = [f"tags/instance/missing-{i}" for i in range(32)]
 
     async def read(path: str) -> None:
         with contextlib.suppress(NotFound):  # absent paths cost a request all the same
@@ -188,7 +194,7 @@ async def test_not_found_is_cached_for_the_negative_ttl(
     cache = make_cache("negative=2")
     with pytest.raises(NotFound):
         await cache.get(SPOT_ACTION)
-    emulator.set(SPOT_ACTION, '{"action": "terminate", "time": "2026-11-23T16:00:00Z"}')
+    emulator.set(imds(SPOT_ACTION), '{"action": "terminate", "time": "2026-11-23T16:00:00Z"}')
     mock_clock.jump(1.9)
     with pytest.raises(NotFound):
         await cache.get(SPOT_ACTION)
@@ -196,7 +202,7 @@ async def test_not_found_is_cached_for_the_negative_ttl(
     assert cache.peek(SPOT_ACTION) is None
     mock_clock.jump(0.1)
     value = await cache.get(SPOT_ACTION)
-    assert value.body == emulator.get_bytes(SPOT_ACTION)
+    assert value.body == emulator.get_bytes(imds(SPOT_ACTION))
     assert gets(emulator, SPOT_ACTION) == 2
     assert cache.statistics()["negative_hits"] == 1
 
@@ -225,7 +231,7 @@ async def test_a_failure_is_never_cached_as_not_found(
     emulator: Emulator, make_cache: MakeCache, mock_clock: trio.testing.MockClock
 ) -> None:
     cache = make_cache(max_attempts=1)
-    emulator.faults.fail_next(1, status=500, path=f"/latest/{INSTANCE_ID}")
+    emulator.faults.fail_next(1, status=500, path=f"/latest/{imds(INSTANCE_ID)}")
     with pytest.raises(Unavailable):
         await cache.get(INSTANCE_ID)
     assert (await cache.get(INSTANCE_ID)).source == "live"
@@ -236,9 +242,9 @@ async def test_a_path_that_disappears_is_not_served_stale_later(
     emulator: Emulator, make_cache: MakeCache, mock_clock: trio.testing.MockClock
 ) -> None:
     cache = make_cache("spot/**=1", max_attempts=1)
-    emulator.set(SPOT_ACTION, "{}")
+    emulator.set(imds(SPOT_ACTION), "{}")
     await cache.get(SPOT_ACTION)
-    emulator.delete(SPOT_ACTION)
+    emulator.delete(imds(SPOT_ACTION))
     mock_clock.jump(1)
     with pytest.raises(NotFound):
         await cache.get(SPOT_ACTION)
@@ -318,7 +324,7 @@ async def test_one_warning_per_outage_per_path(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     warned_paths = sorted(r.getMessage().split(":")[0] for r in warnings)
     assert warned_paths == [
-        f"/latest/{p}" for p in (INSTANCE_ID, INSTANCE_ID, LOCAL_IPV4, LOCAL_IPV4)
+        f"/latest/{imds(p)}" for p in (INSTANCE_ID, INSTANCE_ID, LOCAL_IPV4, LOCAL_IPV4)
     ]
     assert cache.statistics()["stale_serves"] == 12
 
@@ -347,7 +353,7 @@ async def test_without_a_stale_value_the_failure_is_raised_again_at_once(
     emulator: Emulator, make_cache: MakeCache, mock_clock: trio.testing.MockClock
 ) -> None:
     cache = make_cache(holdoff=3, max_attempts=1)
-    emulator.faults.fail_next(1, status=500, path=f"/latest/{INSTANCE_ID}")
+    emulator.faults.fail_next(1, status=500, path=f"/latest/{imds(INSTANCE_ID)}")
     for _ in range(3):
         with pytest.raises(Unavailable, match="HTTP 500"):
             await cache.get(INSTANCE_ID)
@@ -362,7 +368,7 @@ async def test_a_stalled_imds_costs_one_reader_the_deadline_not_every_reader(
     cache = make_cache("**=0.2", holdoff=2, timeout=0.5)
     good = await cache.get(INSTANCE_ID)
     await trio.sleep(0.25)
-    emulator.faults.stall_next(100, seconds=30, path=f"/latest/{INSTANCE_ID}")
+    emulator.faults.stall_next(100, seconds=30, path=f"/latest/{imds(INSTANCE_ID)}")
     started = trio.current_time()
     assert (await cache.get(INSTANCE_ID)).source == "stale"
     assert 0.4 < trio.current_time() - started < 1.5  # this reader waited out the deadline
@@ -377,7 +383,7 @@ async def test_invalidate_ends_the_holdoff(
     emulator: Emulator, make_cache: MakeCache, mock_clock: trio.testing.MockClock
 ) -> None:
     cache = make_cache(holdoff=60, max_attempts=1)
-    emulator.faults.fail_next(1, status=500, path=f"/latest/{INSTANCE_ID}")
+    emulator.faults.fail_next(1, status=500, path=f"/latest/{imds(INSTANCE_ID)}")
     with pytest.raises(Unavailable):
         await cache.get(INSTANCE_ID)
     cache.invalidate()
@@ -404,7 +410,7 @@ async def test_changed_at_moves_only_when_the_bytes_do(
     assert same.source == "live"
     assert same.fetched_at > first.fetched_at
     assert same.changed_at == first.changed_at
-    emulator.set(LOCAL_IPV4, "10.9.9.9")
+    emulator.set(imds(LOCAL_IPV4), "10.9.9.9")
     mock_clock.jump(1)
     changed = await cache.get(LOCAL_IPV4)
     assert changed.body == b"10.9.9.9"
@@ -440,7 +446,7 @@ async def test_invalidate_makes_the_next_read_ask_imds_again(
     assert again.source == "live"
     assert again.changed_at == first.changed_at  # same bytes, same mtime
     cache.invalidate()
-    emulator.set(SPOT_ACTION, "{}")
+    emulator.set(imds(SPOT_ACTION), "{}")
     for path in (INSTANCE_ID, LOCAL_IPV4, SPOT_ACTION):
         assert (await cache.get(path)).source == "live"
     assert [gets(emulator, p) for p in (INSTANCE_ID, LOCAL_IPV4, SPOT_ACTION)] == [3, 2, 2]
@@ -472,3 +478,22 @@ async def test_statistics_merge_cache_and_client_counters(
 def test_negative_stale_bound_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         MetadataCache(ImdsClient(environ={}), TtlPolicy(), stale_bound=-1)
+
+
+async def test_the_values_kept_are_bounded_in_bytes_least_recently_used_first(
+    emulator: Emulator,
+) -> None:
+    for n in range(10):
+        emulator.set(imds(f"tags/instance/big-{n}"), b"x" * 1000)
+    client = ImdsClient(ClientConfig(endpoint=emulator.url), environ={})
+    async with client:
+        cache = MetadataCache(client, TtlPolicy(builtin=client.provider.ttl_rules), max_bytes=4500)
+        for n in range(10):
+            await cache.get(f"tags/instance/big-{n}")
+            await cache.get("tags/instance/big-0")  # used lately, always: kept
+        stats = cache.statistics()
+        assert stats["entries"] == 4
+        assert stats["evictions"] == 6
+        assert gets(emulator, "tags/instance/big-0") == 1
+        assert cache.peek("tags/instance/big-0") is not None
+        assert cache.peek("tags/instance/big-1") is None

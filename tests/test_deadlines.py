@@ -8,6 +8,7 @@ reader from its system call, as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -99,3 +100,94 @@ def test_a_cached_value_is_served_at_once_while_imds_stalls(
         started = time.monotonic()
         assert region.read_bytes() == expected
         assert time.monotonic() - started < 0.2
+
+
+def test_a_path_walk_is_one_system_call_with_one_deadline(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    """Every component of a cold path costs a request: the kernel sends one LOOKUP each."""
+    macs = "meta-data/network/interfaces/macs/"
+    mac = emulator.get_bytes(macs).decode().split("\n")[0]
+    mounted = make_mount(emulator, "--deadline", str(DEADLINE))
+    emulator.faults.latency = 0.9  # slow, not gone: each request is answered in time
+    deep = mounted.path / "network/interfaces/macs" / mac / "local-ipv4s"
+    started = time.monotonic()
+    with contextlib.suppress(OSError):
+        deep.read_bytes()
+    assert time.monotonic() - started < DEADLINE + SLACK
+
+
+def test_one_reader_going_through_a_directory_is_not_charged_for_its_own_requests(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    for n in range(8):
+        emulator.set(f"meta-data/placement/extra-{n}", f"value {n}")
+    mounted = make_mount(emulator, "--deadline", str(DEADLINE))
+    emulator.faults.latency = 0.4  # nothing cached: each file costs one slow request
+    for n in range(8):  # one after the other: nobody queues behind anybody
+        assert (mounted.path / f"placement/extra-{n}").read_bytes() == f"value {n}".encode()
+
+
+def test_a_slow_service_is_still_heard_within_the_deadline(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator)  # the default 5 s deadline
+    os.listdir(mounted.path / "placement")  # the root's listing is cached, its values not
+    emulator.faults.latency = 1.5  # longer than one attempt's 1 s patience
+    assert (mounted.path / "ami-id").read_bytes() == emulator.get_bytes("meta-data/ami-id")
+
+
+def test_during_a_stall_expired_values_are_served_at_once_after_the_first_wait(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator, "--deadline", str(DEADLINE), "--ttl", "**=0.5")
+    role = "iam/security-credentials/" + os.listdir(mounted.path / "iam/security-credentials")[0]
+    paths = [mounted.path / "placement/region", mounted.path / role]
+    expected = [path.read_bytes() for path in paths]
+    emulator.faults.stall_rate = 1.0
+    emulator.faults.stall_seconds = 60.0
+    time.sleep(1.0)  # everything has expired
+    for round_ in range(4):
+        for path, value in zip(paths, expected, strict=True):
+            started = time.monotonic()
+            assert path.read_bytes() == value
+            took = time.monotonic() - started
+            assert took < DEADLINE + SLACK
+            if round_ > 0:
+                assert took < 0.5, (round_, path.name, took)
+
+
+def test_hundreds_of_concurrent_readers_all_finish_within_the_deadline(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator, "--deadline", str(DEADLINE), "--ttl", "**=0.3")
+    files = []
+    for directory in ("placement", "network/interfaces/macs", "iam", "tags/instance"):
+        for name in os.listdir(mounted.path / directory):
+            if (mounted.path / directory / name).is_file():
+                files.append(mounted.path / directory / name)
+    handles = [os.open(path, os.O_RDONLY) for path in files for _ in range(50)][:400]
+    try:
+        emulator.faults.stall_rate = 1.0
+        emulator.faults.stall_seconds = 60.0
+        time.sleep(0.5)
+        outcomes: list[float] = []
+        lock = threading.Lock()
+
+        def getxattr(fd: int) -> None:  # each asks the daemon, past the value's TTL
+            started = time.monotonic()
+            with contextlib.suppress(OSError):
+                os.getxattr(fd, "user.imds.source")
+            with lock:
+                outcomes.append(time.monotonic() - started)
+
+        threads = [threading.Thread(target=getxattr, args=(fd,)) for fd in handles]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for fd in handles:
+            os.close(fd)
+    assert len(outcomes) == 400
+    assert max(outcomes) < DEADLINE + SLACK, sorted(outcomes)[-5:]

@@ -1,4 +1,4 @@
-"""The emulator's wire format: listings, leaves, 404s, headers, methods (IMDS.md §1, §2)."""
+"""The emulator's wire format: listings, leaves, 404s, headers, methods."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""IMDSv2 in the emulator: token issue, validation, expiry and the IMDS modes (IMDS.md §3)."""
+"""IMDSv2 in the emulator: token issue, validation, expiry and the IMDS modes."""
 
 from __future__ import annotations
 

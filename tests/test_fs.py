@@ -409,3 +409,29 @@ def test_the_mount_table_shows_a_read_only_imdsfs(mounted: Mounted) -> None:
         m for m in Path("/proc/mounts").read_text().splitlines() if f" {mounted.path} " in m
     )
     assert re.match(rf"imds {re.escape(str(mounted.path))} fuse\.imdsfs ro,", line), line
+
+
+def test_a_public_key_name_follows_its_index_when_the_listing_changes(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    keys = "meta-data/public-keys/"
+    emulator.set_raw(keys, b"0=alice")
+    mounted = make_mount(emulator, "--ttl", "public-keys/**=0.3")
+    assert os.readlink(mounted.path / "public-keys/alice") == "0"
+    emulator.set_raw(keys, b"0=bob\n1=alice")
+    time.sleep(0.5)
+    assert sorted(os.listdir(mounted.path / "public-keys")) == ["0", "1", "alice", "bob"]
+    assert os.readlink(mounted.path / "public-keys/alice") == "1"
+
+
+def test_a_deleted_file_goes_with_its_listing_not_its_own_ttl(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    emulator.set("meta-data/tags/instance/Temporary", "yes")
+    mounted = make_mount(emulator, "--ttl", "tags/instance/=0.5")  # the values keep 60 s
+    path = mounted.path / "tags/instance/Temporary"
+    assert path.read_bytes() == b"yes"
+    emulator.delete("meta-data/tags/instance/Temporary")
+    time.sleep(1.0)
+    assert not path.exists()
+    assert "Temporary" not in os.listdir(mounted.path / "tags/instance")

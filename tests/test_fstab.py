@@ -107,6 +107,7 @@ def test_every_fstab_option_is_an_option_of_imdsfs_mount() -> None:
         "secret_mode": "0440",
         "snapshot": "/tmp/instance.json",
         "log_file": "/var/log/imds.log",
+        "provider": "ec2",
     }
     assert set(samples) == set(VALUED)
     options = [*SWITCHES, *(f"{name}={value}" for name, value in samples.items())]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 import re
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from imdsfs._tree import parse_listing
 from imdsfs.emulator import Emulator
 
 from .conftest import Mounted
@@ -119,34 +117,6 @@ def test_no_listed_name_leads_out_of_the_mount(make_mount: MakeMount, emulator: 
             if path.is_symlink():
                 assert re.fullmatch(r"\d+", os.readlink(path)), path
     assert_alive(mounted)
-
-
-@pytest.mark.parametrize(
-    ("hostile", "kept", "warned"),
-    [
-        (b"ok\nq?x\n#frag\n%2e%2e\nback\\slash\nbell\x07", ["ok"], 5),
-        (b"ok\n\nalso-ok", ["ok", "also-ok"], 1),
-        (b"ok\nok/\nok", ["ok"], 1),  # one name, one warning, however often it repeats
-    ],
-    ids=["unfetchable", "empty-line", "duplicates"],
-)
-def test_the_parser_skips_unfetchable_empty_and_repeated_names_warning_once(
-    hostile: bytes, kept: list[str], warned: int, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING)
-    parent = f"meta-data/hostile-{warned}-{len(hostile)}/"  # warnings are once per path+name
-    for _ in range(3):
-        assert [e.name for e in parse_listing(hostile, parent)] == kept
-    warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == warned
-    assert all(f"/latest/{parent}" in message for message in warnings)
-
-
-def test_a_trailing_newline_is_not_an_empty_entry(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
-    assert [e.name for e in parse_listing(b"a\nb/\n", "meta-data/trailing/")] == ["a", "b"]
-    assert parse_listing(b"", "meta-data/trailing/") == []
-    assert caplog.records == []
 
 
 # --- values -----------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,7 +106,7 @@ async def test_other_names_are_refused_without_asking_imds(emulator: Emulator) -
     async with ImdsClient(ClientConfig(endpoint=emulator.url)) as client:
         cache = MetadataCache(client, TtlPolicy.from_rules(["**=0"]))
         operations = ImdsOperations(MetadataTree(cache))
-        ctx: Any = None  # unused by these handlers
+        ctx: Any = types.SimpleNamespace(pid=1, uid=0, gid=0, umask=0)  # a duck-typed context
         inode = (await operations.lookup(pyfuse3.ROOT_INODE, b"instance-id", ctx)).st_ino
         calls = cache.statistics()["calls"]
         for name in (b"security.selinux", b"system.posix_acl_access", b"user.imds.stats"):
@@ -187,3 +190,16 @@ def test_stats_on_a_directory_that_is_not_imdsfs(tmp_path: Path) -> None:
 
 def test_format_stats_aligns_values() -> None:
     assert format_stats({"hits": 3, "token_puts": 1}) == "hits        3\ntoken_puts  1"
+
+
+def test_the_ttl_of_a_value_dropped_by_sighup_while_the_service_fails_is_0(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator, "--deadline", "1")
+    region = mounted.path / "placement/region"
+    region.read_bytes()
+    emulator.faults.error_rate = 1.0
+    mounted.process.send_signal(signal.SIGHUP)
+    time.sleep(0.2)
+    assert os.getxattr(region, "user.imds.ttl") == b"0"
+    assert "Traceback" not in mounted.log()

@@ -41,7 +41,7 @@ def test_on_a_terminal_lines_carry_a_timestamp_and_level(
 ) -> None:
     lines = dump_log(emulator, tmp_path, journal=None)
     assert all(TIMESTAMP.match(line) for line in lines), lines[:3]
-    assert any(" DEBUG imdsfs._client: GET " in line for line in lines)
+    assert any(" DEBUG imdsfs._transport: GET " in line for line in lines)
 
 
 def test_in_the_journal_lines_carry_a_priority_and_no_timestamp(
@@ -49,7 +49,7 @@ def test_in_the_journal_lines_carry_a_priority_and_no_timestamp(
 ) -> None:
     lines = dump_log(emulator, tmp_path, journal="match")
     assert all(re.match(r"<[2-7]>(imdsfs|httpx)[.:]", line) for line in lines), lines[:3]
-    assert any(line.startswith("<7>imdsfs._client: GET ") for line in lines)
+    assert any(line.startswith("<7>imdsfs._transport: GET ") for line in lines)
 
 
 def test_an_inherited_journal_stream_is_not_ours(emulator: Emulator, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import trio
 
 from imdsfs import (
     ClientConfig,
+    Ec2Provider,
     ImdsClient,
     MetadataCache,
     MetadataTree,
@@ -18,108 +19,21 @@ from imdsfs import (
     TtlPolicy,
     _tree,
 )
-from imdsfs._tree import ListingEntry, Node, NodeKind, mount_path, parse_listing
+from imdsfs._tree import MAX_WARNED, Node
 from imdsfs.emulator import Emulator
-
-
-def names(entries: list[ListingEntry]) -> list[tuple[str, NodeKind, str]]:
-    return [(e.name, e.kind, e.imds_path) for e in entries]
-
-
-def test_trailing_slash_makes_a_directory_and_its_absence_a_file() -> None:
-    entries = parse_listing(b"ami-id\nplacement/\nsecurity-groups", "meta-data/")
-    assert names(entries) == [
-        ("ami-id", NodeKind.FILE, "meta-data/ami-id"),
-        ("placement", NodeKind.DIRECTORY, "meta-data/placement/"),
-        ("security-groups", NodeKind.FILE, "meta-data/security-groups"),
-    ]
-
-
-def test_public_keys_index_is_the_directory_and_the_key_name_a_symlink_to_it() -> None:
-    entries = parse_listing(b"0=deploy-key\n1=backup", "meta-data/public-keys/")
-    assert names(entries) == [
-        ("0", NodeKind.DIRECTORY, "meta-data/public-keys/0/"),
-        ("deploy-key", NodeKind.SYMLINK, "meta-data/public-keys/deploy-key"),
-        ("1", NodeKind.DIRECTORY, "meta-data/public-keys/1/"),
-        ("backup", NodeKind.SYMLINK, "meta-data/public-keys/backup"),
-    ]
-    assert entries[1].target == "0"
-
-
-def test_n_equals_name_elsewhere_is_an_ordinary_name() -> None:
-    entries = parse_listing(b"0=x", "meta-data/tags/instance/")
-    assert names(entries) == [("0=x", NodeKind.FILE, "meta-data/tags/instance/0=x")]
-
-
-def test_no_trailing_newline_and_a_trailing_newline_give_the_same_entries() -> None:
-    assert parse_listing(b"a\nb/", "dynamic/") == parse_listing(b"a\nb/\n", "dynamic/")
-
-
-@pytest.mark.parametrize(
-    "hostile",
-    [
-        b".",
-        b"..",
-        b"./",
-        b"../",
-        b"",
-        b"a/b",
-        b"a/b/",
-        b"nul\0name",
-        b"x" * 256,
-        "é".encode() * 128,
-    ],
-)
-def test_names_that_cannot_be_filenames_are_skipped(hostile: bytes) -> None:
-    entries = parse_listing(b"good\n" + hostile + b"\nalso-good", "meta-data/")
-    assert [e.name for e in entries] == ["good", "also-good"]
-
-
-def test_a_255_byte_name_is_kept() -> None:
-    assert [e.name for e in parse_listing(b"x" * 255, "meta-data/")] == ["x" * 255]
-
-
-def test_non_utf8_names_are_skipped_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
-    for _ in range(3):
-        assert [e.name for e in parse_listing(b"ok\n\xff\xfe", "meta-data/odd/")] == ["ok"]
-    assert len([r for r in caplog.records if "not UTF-8" in r.getMessage()]) == 1
-
-
-def test_first_of_duplicate_names_wins_even_across_file_and_directory() -> None:
-    entries = parse_listing(b"dup\ndup/\ndup", "meta-data/")
-    assert names(entries) == [("dup", NodeKind.FILE, "meta-data/dup")]
-
-
-def test_mount_paths_drop_the_meta_data_prefix_only() -> None:
-    assert mount_path("meta-data/placement/region") == "placement/region"
-    assert mount_path("meta-data/") == ""
-    assert mount_path("dynamic/instance-identity/document") == "dynamic/instance-identity/document"
-    assert mount_path("user-data") == "user-data"
-
-
-def test_warnings_for_unusable_names_stop_after_a_thousand(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_tree, "_warned", set())  # the process-wide memory of warned names
-    listing = b"".join(b"bad%d\x01\n" % i for i in range(3000))
-    assert parse_listing(listing, "meta-data/tags/instance/") == []
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1001
-    assert "no longer logging each" in warnings[-1]
-    assert len(_tree._warned) == 1001
-
 
 # --- MetadataTree against the emulator ----------------------------------------------------
 
-MACS = "meta-data/network/interfaces/macs/"
+MACS = "network/interfaces/macs/"  # a mount path
+IMDS_MACS = f"meta-data/{MACS}"  # where the emulator keeps it
 
 
 @pytest.fixture
 async def cache(emulator: Emulator) -> AsyncIterator[MetadataCache]:
     client = ImdsClient(ClientConfig(endpoint=emulator.url, backoff_base=0.0), environ={})
     async with client:
-        yield MetadataCache(client, TtlPolicy.from_rules([]), holdoff=0.0)
+        policy = TtlPolicy(builtin=client.provider.ttl_rules)
+        yield MetadataCache(client, policy, holdoff=0.0)
 
 
 @pytest.fixture
@@ -127,9 +41,10 @@ def tree(cache: MetadataCache) -> MetadataTree:
     return MetadataTree(cache)
 
 
-async def directory(tree: MetadataTree, imds_path: str) -> Node:
+async def directory(tree: MetadataTree, path: str) -> Node:
+    """The directory node at mount path *path* (``placement/``)."""
     node = tree.root
-    for name in mount_path(imds_path).split("/"):
+    for name in path.strip("/").split("/"):
         node = await tree.child(node, name)
     return node
 
@@ -155,9 +70,9 @@ async def test_listing_a_directory_reads_its_subdirectories_ahead(
         tree.read_ahead_in(nursery)
         await tree.stat_children(macs)
     # both MACs' listings and every file in them, but not one level further down
-    mac_paths = [f"/latest/{MACS}{mac}" for mac in emulator.get_bytes(MACS).decode().split()]
+    mac_paths = [f"/latest/{IMDS_MACS}{m}" for m in emulator.get_bytes(IMDS_MACS).decode().split()]
     assert all(path in gets(emulator) for path in mac_paths)
-    assert len(gets(emulator, MACS)) == 1 + 2 + 2 * 20
+    assert len(gets(emulator, IMDS_MACS)) == 1 + 2 + 2 * 20
     assert not [path for path in gets(emulator) if "ipv4-associations/" in path]
 
     tree.read_ahead_in(None)
@@ -180,7 +95,7 @@ async def test_a_directory_is_read_ahead_once_however_often_its_parent_is_listed
             nursery.start_soon(tree.stat_children, macs)
         await trio.sleep(0.1)
         assert len(nursery.child_tasks) == 2  # one read-ahead per MAC, not one per listing
-    assert len(gets(emulator, MACS)) == 1 + 2 + 2 * 20  # each listing and file once
+    assert len(gets(emulator, IMDS_MACS)) == 1 + 2 + 2 * 20  # each listing and file once
 
 
 async def test_a_directory_read_lately_is_not_read_ahead_again(tree: MetadataTree) -> None:
@@ -214,7 +129,7 @@ async def test_an_imds_inventing_names_cannot_grow_the_tree_past_its_bound(
     cache: MetadataCache, emulator: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     tree = MetadataTree(cache, max_nodes=40)
-    tags = await directory(tree, "meta-data/tags/instance/")
+    tags = await directory(tree, "tags/instance/")
     known = [node.name for node in await tree.children(tags)]
     room = 40 - len(list(tree.nodes()))
     for round_ in range(3):  # new names on every listing
@@ -238,13 +153,15 @@ async def test_looking_up_a_name_parses_and_registers_nothing_once_the_listing_i
         "meta-data/tags/instance/", b"\n".join(f"key-{i}".encode() for i in range(5000))
     )
     tree = MetadataTree(cache)
-    tags = await directory(tree, "meta-data/tags/instance/")
+    tags = await directory(tree, "tags/instance/")
     assert len(await tree.children(tags)) == 5000
     nodes = len(list(tree.nodes()))
     parses: list[str] = []
-    original = _tree.parse_listing
+    original = Ec2Provider.parse_listing
     monkeypatch.setattr(
-        _tree, "parse_listing", lambda *a, **k: parses.append(a[1]) or original(*a, **k)
+        Ec2Provider,
+        "parse_listing",
+        lambda self, *a, **k: parses.append(a[1]) or original(self, *a, **k),
     )
     for n in range(200):  # misses and hits alike: one dictionary lookup each
         with pytest.raises(NotFound):
@@ -255,10 +172,11 @@ async def test_looking_up_a_name_parses_and_registers_nothing_once_the_listing_i
 
 
 async def test_a_file_keeps_its_inode_while_its_bytes_stay_and_gets_a_new_one_when_they_change(
-    cache: MetadataCache, emulator: Emulator
+    cache: MetadataCache, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_tree, "RECENT_VERSIONS", 0)  # no grace for replies being built
     tree = MetadataTree(cache)
-    placement = await directory(tree, "meta-data/placement/")
+    placement = await directory(tree, "placement/")
     region = await tree.child(placement, "region")
     first = await tree.stat(region)
     cache.invalidate()
@@ -268,17 +186,18 @@ async def test_a_file_keeps_its_inode_while_its_bytes_stay_and_gets_a_new_one_wh
     cache.invalidate()
     changed = await tree.stat(region)
     assert changed.inode not in (first.inode, region.inode)
-    assert tree.entry(changed.inode).body == b"eu-north-1"  # type: ignore[union-attr]
+    assert (await tree.read_version(changed.version)) == (b"eu-north-1", True)  # type: ignore[arg-type]
     # The superseded version: freed at once, since the kernel never held it.
     with pytest.raises(NotFound):
         tree.entry(first.inode)
 
 
 async def test_a_superseded_version_lives_until_the_kernel_forgets_it(
-    cache: MetadataCache, emulator: Emulator
+    cache: MetadataCache, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_tree, "RECENT_VERSIONS", 0)
     tree = MetadataTree(cache)
-    region = await tree.child(await directory(tree, "meta-data/placement/"), "region")
+    region = await tree.child(await directory(tree, "placement/"), "region")
     old = await tree.stat(region)
     tree.looked_up(old.inode)  # the kernel holds it (a dentry, an open file)
     tree.looked_up(old.inode)
@@ -287,8 +206,9 @@ async def test_a_superseded_version_lives_until_the_kernel_forgets_it(
     new = await tree.stat(region)
     assert old.version is not None
     assert new.version is not None
-    assert tree.entry(old.inode) == old.version  # the old bytes, still there for the kernel
-    assert new.version.body == b"eu-north-1"
+    assert tree.entry(old.inode) == old.version  # still there for the kernel
+    assert (await tree.read_version(old.version))[1]  # with its own bytes
+    assert (await tree.read_version(new.version)) == (b"eu-north-1", True)
     tree.forget(old.inode, 1)
     assert tree.entry(old.inode)  # still held once
     tree.forget(old.inode, 1)
@@ -296,3 +216,55 @@ async def test_a_superseded_version_lives_until_the_kernel_forgets_it(
         tree.entry(old.inode)
     tree.forget(new.inode, 5)  # the current version stays whatever the kernel says
     assert tree.entry(new.inode)
+
+
+async def test_an_unusable_name_is_warned_about_once_however_often_it_is_listed(
+    cache: MetadataCache, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    emulator.set_raw("meta-data/tags/instance/", b"ok\n\xff\xfe")
+    tree = MetadataTree(cache)
+    tags = await directory(tree, "tags/instance/")
+    for _ in range(3):
+        cache.invalidate()
+        assert [node.name for node in await tree.children(tags)] == ["ok"]
+    assert len([r for r in caplog.records if "not UTF-8" in r.getMessage()]) == 1
+
+
+async def test_warnings_for_unusable_names_stop_after_a_thousand(
+    cache: MetadataCache, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    emulator.set_raw("meta-data/tags/instance/", b"".join(b"bad%d\x01\n" % i for i in range(3000)))
+    tree = MetadataTree(cache)
+    assert await tree.children(await directory(tree, "tags/instance/")) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == MAX_WARNED + 1
+    assert "no longer logging each" in warnings[-1]
+
+
+async def test_a_superseded_version_is_kept_a_while_for_replies_being_built(
+    cache: MetadataCache, emulator: Emulator
+) -> None:
+    tree = MetadataTree(cache)
+    region = await tree.child(await directory(tree, "placement/"), "region")
+    old = await tree.stat(region)
+    emulator.set("meta-data/placement/region", "eu-north-1")
+    cache.invalidate()
+    await tree.stat(region)
+    assert tree.entry(old.inode) == old.version  # a readdir may be about to send it
+
+
+async def test_a_version_whose_bytes_were_let_go_is_read_from_the_cache_if_unchanged(
+    cache: MetadataCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_tree, "VERSION_BYTES", 1)  # keep (almost) no bytes
+    tree = MetadataTree(cache)
+    placement = await directory(tree, "placement/")
+    region = (await tree.stat(await tree.child(placement, "region"))).version
+    zone = (await tree.stat(await tree.child(placement, "availability-zone"))).version
+    assert region is not None
+    assert zone is not None
+    body, exact = await tree.read_version(region)  # let go for the zone's, then got again
+    assert exact
+    assert len(body) == region.size

@@ -1,14 +1,17 @@
 """A faithful local EC2 Instance Metadata Service, for tests and demos.
 
 ``Emulator`` serves an ``InstanceDocument`` over real HTTP with the status codes, headers
-and byte-exact bodies of real IMDS (see /work/shared/IMDS.md), plus fault injection,
+and byte-exact bodies of real IMDS , plus fault injection,
 scenarios (spot interruption, rebalance, maintenance, credential rotation) and request
 counters. ``imdsfs emulate`` runs it from the command line.
 """
 
 from __future__ import annotations
 
-from ._document import DocumentError, InstanceDocument, default_document, load_document
+from .._document import InstanceDocument, load_document
+from .._errors import DocumentError
+from ._command import add_arguments, run
+from ._defaults import default_document
 from ._emulator import Emulator
 from ._state import Counters, Faults, ManualClock
 
@@ -19,6 +22,8 @@ __all__ = [
     "Faults",
     "InstanceDocument",
     "ManualClock",
+    "add_arguments",
     "default_document",
     "load_document",
+    "run",
 ]

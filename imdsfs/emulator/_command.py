@@ -15,7 +15,9 @@ import sys
 import threading
 from types import FrameType
 
-from ._document import DocumentError, InstanceDocument, default_document, load_document
+from .._document import InstanceDocument, load_document
+from .._errors import DocumentError
+from ._defaults import default_document
 from ._emulator import Emulator
 from ._state import Faults
 

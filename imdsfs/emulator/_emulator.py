@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import get_args
 
-from ._document import InstanceDocument, default_document
+from .._document import InstanceDocument
+from ._defaults import default_document
 from ._instance import EVENT_CODES, SPOT_ACTIONS, LiveInstance
 from ._protocol import ImdsService, Response, TokenMode
 from ._server import ImdsHttpServer

@@ -19,12 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ._document import InstanceDocument, jackson_dumps
+from .._document import InstanceDocument
+from ._defaults import jackson_dumps
 
 __all__ = ["EVENT_CODES", "SPOT_ACTIONS", "LiveInstance"]
 
 SPOT_ACTIONS = ("terminate", "stop", "hibernate")
-# Scheduled event codes (IMDS.md §5) and the description EC2 shows for each.
+# Scheduled event codes (the EC2 User Guide's list) and the description EC2 shows for each.
 EVENT_CODES = {
     "instance-reboot": "scheduled reboot",
     "system-reboot": "scheduled reboot",

@@ -1,4 +1,4 @@
-"""IMDS request rules: which status, headers and body a request gets (IMDS.md §1 to §3).
+"""IMDS request rules: which status, headers and body a request gets.
 
 Pure decisions, no sockets: the server parses a request, asks ``ImdsService.answer`` and
 writes what it returns. The order of the checks is the order IMDS applies them: endpoint
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Literal
 
-from ._document import VERSIONS
+from .._document import VERSIONS
 from ._instance import LiveInstance
 from ._state import TOKEN_PATH, Counters, TokenStore
 
@@ -27,7 +27,7 @@ TTL_REQUEST_HEADER = "x-aws-ec2-metadata-token-ttl-seconds"
 TTL_RESPONSE_HEADER = "X-Aws-Ec2-Metadata-Token-Ttl-Seconds"
 MAX_TOKEN_TTL = 21600
 
-# The 339-byte page real IMDS sends with a 404 (IMDS.md §2.2): the DTD line starts with
+# The 339-byte page real IMDS sends with a 404 (seen in captures): the DTD line starts with
 # two TABs and a space, and the page ends with a newline.
 NOT_FOUND_PAGE = (
     b'<?xml version="1.0" encoding="iso-8859-1"?>\n'
@@ -97,7 +97,7 @@ class ImdsService:
         if path == TOKEN_PATH:
             return self._token_endpoint(method, headers)
         if method == "PUT" and _is_misplaced_token_path(path):
-            return Response(403)  # "This behavior is intended" (IMDS.md §1)
+            return Response(403)  # "This behavior is intended" (the EC2 User Guide)
         if method not in ("GET", "HEAD"):
             return Response(405, headers=(("Allow", "GET, HEAD"),))
         remaining = self._check_token(headers)

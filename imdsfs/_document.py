@@ -1,7 +1,9 @@
-"""The instance document: the tree of values the emulator serves, and how it is read.
+"""The instance document: a whole metadata tree in one JSON file, and how it is read.
 
-The document is ours, not AWS's: a JSON object with ``meta-data`` (required), ``dynamic``
-and ``user-data``. Objects are directories (key order is listing order), strings are leaves
+Snapshots (``imdsfs dump``, ``mount --from-snapshot``) and the emulator share this format;
+it belongs to the core, and the emulator imports it. The document is ours, not AWS's: a
+JSON object with ``meta-data`` (required), ``dynamic`` and ``user-data``. Objects are
+directories (key order is listing order), strings are leaves
 served as their UTF-8 bytes, and ``{"$base64": "..."}`` is a leaf of raw bytes (binary
 user-data). Validation happens once, on load, so the server never meets a malformed tree;
 every problem is reported with the JSON Pointer (RFC 6901) of the offending place.
@@ -21,22 +23,22 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import TypeAlias
+
+from ._errors import DocumentError
 
 __all__ = [
     "VERSIONS",
     "DocumentError",
     "InstanceDocument",
-    "default_document",
-    "jackson_dumps",
+    "encode_leaf",
     "load_document",
 ]
 
 Node: TypeAlias = "bytes | dict[str, Node]"
 Tree: TypeAlias = dict[str, Node]
 
-# The metadata versions a recent Nitro instance lists at `GET /` (IMDS.md §1), oldest first.
+# The metadata versions a recent Nitro instance lists at `GET /` , oldest first.
 VERSIONS: tuple[str, ...] = (
     "1.0",
     "2007-01-19",
@@ -70,17 +72,13 @@ VERSIONS: tuple[str, ...] = (
 )
 
 # `GET /latest`: no trailing slashes although two entries are directories, and `user-data`
-# is listed even when the instance has none (IMDS.md §1, MDFS 0.4.0).
+# is listed even when the instance has none .
 TOP_LEVEL = ("dynamic", "meta-data", "user-data")
 LATEST_LISTING = "\n".join(TOP_LEVEL).encode()
 
-# `0=my-key` under public-keys: listed under that name, reachable as `0/` (IMDS.md §5).
+# `0=my-key` under public-keys: listed under that name, reachable as `0/`.
 _INDEXED_NAME = re.compile(r"(\d+)=.+", re.DOTALL)
 _BASE64_KEY = "$base64"
-
-
-class DocumentError(ValueError):
-    """The instance document is unusable; the message names the place (a JSON Pointer)."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +128,7 @@ class InstanceDocument:
 
     def to_dict(self) -> dict[str, object]:
         """The document as JSON-ready data (the inverse of from_dict)."""
-        return {key: _unparse(node) for key, node in self._root.items()}
+        return {key: encode_leaf(node) for key, node in self._root.items()}
 
     # -- reading, with the rules a GET follows -------------------------------------------
 
@@ -227,34 +225,6 @@ def load_document(path: str | os.PathLike[str]) -> InstanceDocument:
     except OSError as error:
         raise DocumentError(f"{name}: cannot read: {error.strerror}") from None
     return InstanceDocument.from_json(text, source=name)
-
-
-def default_document() -> InstanceDocument:
-    """A fresh copy of the packaged realistic instance (``default-instance.json``)."""
-    text = resources.files(__package__).joinpath("default-instance.json").read_bytes()
-    return InstanceDocument.from_json(text, source="default-instance.json")
-
-
-def jackson_dumps(value: object) -> str:
-    """JSON the way IMDS prints it (Java Jackson's default pretty printer).
-
-    Objects: one member per line, 2-space indent, ``"Key" : value``. Arrays stay on one line
-    with spaces inside the brackets, so a list of events reads ``[ {\\n  ...\\n} ]``.
-    """
-    return _jackson(value, 0)
-
-
-def _jackson(value: object, depth: int) -> str:
-    if isinstance(value, dict):
-        if not value:
-            return "{ }"
-        inner = "  " * (depth + 1)
-        members = [f"{inner}{json.dumps(k)} : {_jackson(v, depth + 1)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(members) + "\n" + "  " * depth + "}"
-    if isinstance(value, list):
-        # Jackson's array indenter is inline: it does not add a nesting level.
-        return "[ " + ", ".join(_jackson(item, depth) for item in value) + " ]" if value else "[ ]"
-    return json.dumps(value)
 
 
 # -- tree helpers ---------------------------------------------------------------------------
@@ -374,9 +344,11 @@ def _check_key(key: object, place: _Place) -> None:
         raise place.child(key).error("key contains a line break (it would break the listing)")
 
 
-def _unparse(node: Node) -> object:
+def encode_leaf(node: Node) -> object:
+    """A node as JSON-ready data: leaves are strings when they are UTF-8 (JSON carries any such
+    text exactly), else ``{"$base64": ...}``; directories are objects of those."""
     if isinstance(node, dict):
-        return {key: _unparse(child) for key, child in node.items()}
+        return {key: encode_leaf(child) for key, child in node.items()}
     try:
         return node.decode()
     except UnicodeDecodeError:

@@ -1,0 +1,197 @@
+"""The provider seam: everything that differs between clouds, behind one interface.
+
+A `Provider` knows one cloud's metadata service: where it is (default endpoints and the
+environment variables its SDKs honour), how to ask (`Authenticator`: EC2's IMDSv2 token, a
+fixed header elsewhere), how mount paths map to URLs, how its listings read (EC2's
+``public-keys`` ``N=name`` quirk), which paths are secret, and how long each kind of value
+stays true. The client, cache, tree and filesystem above it use only this interface, so
+they never know which cloud they are on; a new cloud is a module in ``imdsfs/providers``.
+
+Listings all share one shape (one name per line, a trailing ``/`` for a directory): the
+generic parsing is here, and a provider only adds its quirks through `Provider.entries_for`.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from ._paths import MAX_PATH_BYTES, SecretRules, name_problem
+from ._settings import ClientConfig
+from ._ttl import TtlRule
+
+if TYPE_CHECKING:
+    from ._transport import Transport
+
+__all__ = [
+    "Authenticator",
+    "Credential",
+    "Listing",
+    "ListingEntry",
+    "NodeKind",
+    "Provider",
+    "StaticHeaders",
+]
+
+
+class NodeKind(enum.Enum):
+    DIRECTORY = "directory"
+    FILE = "file"
+    SYMLINK = "symlink"
+
+
+@dataclass(frozen=True)
+class ListingEntry:
+    """One usable entry of a listing, already checked to be a safe filename."""
+
+    name: str
+    kind: NodeKind
+    path: str  # mount path; a directory's ends in "/"
+    target: str | None = None  # for symlinks: the sibling they point to
+    listed: str | None = None  # the listing's own name where it differs (``0=my-key``)
+
+
+@dataclass
+class Listing:
+    """A parsed listing: the usable entries in order, and the lines skipped with why."""
+
+    entries: list[ListingEntry] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What a request carries to be let in; *key* tells the authenticator which one failed."""
+
+    headers: Mapping[str, str]
+    key: object = None
+
+
+class Authenticator(abc.ABC):
+    """Gets (and renews, and drops) what requests need to be accepted."""
+
+    @abc.abstractmethod
+    async def credential(self) -> Credential:
+        """Headers for the next request; raises TokenError when none can be had."""
+
+    def rejected(self, credential: Credential) -> None:  # noqa: B027 (most have nothing to drop)
+        """The service answered 401 to a request made with *credential*."""
+
+    def statistics(self) -> dict[str, int]:
+        """Counters to show with the client's (``imdsfs stats``)."""
+        return {}
+
+
+class StaticHeaders(Authenticator):
+    """The same headers on every request (GCE's ``Metadata-Flavor: Google``, Azure's ...)."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._credential = Credential(dict(headers))
+
+    async def credential(self) -> Credential:
+        return self._credential
+
+
+class Provider(abc.ABC):
+    """One cloud's metadata service; see the module docstring."""
+
+    name: ClassVar[str]
+    secrets: ClassVar[SecretRules]
+    ttl_rules: ClassVar[Sequence[TtlRule]]
+    # Entries the mount root shows besides its listing, when they exist (EC2's dynamic/ and
+    # user-data, which live beside meta-data/ rather than in it).
+    root_extras: ClassVar[Sequence[ListingEntry]] = ()
+
+    def __init__(self, config: ClientConfig, environ: Mapping[str, str]) -> None:
+        self.config = config
+        # The base URL, from the flag, else the environment the cloud's SDKs read, else the
+        # well-known address.
+        self.endpoint = self.resolve_endpoint(config, environ)
+
+    @classmethod
+    @abc.abstractmethod
+    def resolve_endpoint(cls, config: ClientConfig, environ: Mapping[str, str]) -> str:
+        """The base URL to use; ConfigError if the one given is unusable."""
+
+    @classmethod
+    def refusal(cls, environ: Mapping[str, str]) -> str | None:
+        """Why this environment forbids asking the service at all (EC2's
+        ``AWS_EC2_METADATA_DISABLED=true``), or None."""
+        return None
+
+    @abc.abstractmethod
+    def url(self, path: str) -> str:
+        """The URL that answers mount path *path* (a listing ends in ``/``; the root's is
+        ``""``)."""
+
+    def where(self, path: str) -> str:
+        """Mount path *path* as a log line shows it: the path of its URL on the service
+        (``/latest/meta-data/...``), with the names below a secret directory left out."""
+        shown = self.secrets.loggable(path)
+        hidden = shown.endswith("…")
+        where = urllib.parse.urlsplit(self.url(shown.removesuffix("…"))).path
+        return where + "…" if hidden else where
+
+    @abc.abstractmethod
+    def authenticator(self, transport: Transport) -> Authenticator:
+        """What gets requests accepted; it may send requests of its own through *transport*."""
+
+    def parse_listing(self, body: bytes, directory: str, limit: int) -> Listing:
+        """Parse the listing of mount path *directory*: LF-separated names, a trailing ``/``
+        for a directory. Unusable names are skipped (with why); the first of two entries
+        with one name wins; at most *limit* entries are kept."""
+        listing = Listing()
+        seen: set[str] = set()
+        lines = body.split(b"\n", limit + 1) if body else []
+        if lines and not lines[-1]:  # a final newline ends the last line; it is not an entry
+            lines.pop()
+        for line in lines[:limit]:
+            for entry in self._entries_for_line(line, directory, listing.skipped):
+                if entry.name in seen:
+                    listing.skipped.append((entry.name, "duplicate name in listing"))
+                    continue
+                seen.add(entry.name)
+                listing.entries.append(entry)
+        del listing.entries[limit:]
+        return listing
+
+    def _entries_for_line(
+        self, line: bytes, directory: str, skipped: list[tuple[str, str]]
+    ) -> Iterator[ListingEntry]:
+        if line.endswith(b"\r"):  # tolerate CRLF listings; the services send LF only
+            line = line[:-1]
+        if not line:
+            skipped.append(("", "empty line"))
+            return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            skipped.append((repr(line), "name is not UTF-8"))
+            return
+        is_dir = text.endswith("/")
+        name = text[:-1] if is_dir else text
+        for entry in self.entries_for(name, is_dir, directory):
+            problem = self.problem_with(entry.name, directory)
+            if problem is None:
+                yield entry
+            else:
+                skipped.append((entry.name, problem))
+
+    def entries_for(self, name: str, is_dir: bool, directory: str) -> Iterator[ListingEntry]:
+        """The entries one listed name stands for: itself, unless the provider has a quirk."""
+        if is_dir:
+            yield ListingEntry(name, NodeKind.DIRECTORY, f"{directory}{name}/")
+        else:
+            yield ListingEntry(name, NodeKind.FILE, f"{directory}{name}")
+
+    @staticmethod
+    def problem_with(name: str, directory: str) -> str | None:
+        """Why *name* cannot be an entry of *directory*, or None."""
+        problem = name_problem(name)
+        if problem is None and len(directory.encode()) + len(name.encode()) + 1 > MAX_PATH_BYTES:
+            problem = f"path longer than {MAX_PATH_BYTES} bytes"
+        return problem
