@@ -109,7 +109,9 @@ def test_the_daemon_reports_ready_once_mounted_and_stopping_on_unmount(
         "meta-data/instance-id"
     )
     assert mounted.unmount() == 0
-    assert sock.recv(4096) == b"STOPPING=1"
+    assert sock.recv(4096).decode() == f"STOPPING=1\nSTATUS=stopping: unmounting {mounted.path}"
+    # systemd shows the last STATUS= of a stopped unit: it must not still say "serving".
+    assert sock.recv(4096).decode() == f"STATUS=stopped: unmounted {mounted.path}"
 
 
 # --- the unit file ----------------------------------------------------------------------------
