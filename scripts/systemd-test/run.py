@@ -731,7 +731,7 @@ def check_reload(report: Report, box: Container) -> None:
     after = fetches(box)
     report.check(
         "reload: drops the cache",
-        reloaded.returncode == 0 and logged and cached == before and after == cached + 1,
+        reloaded.returncode == 0 and logged and cached == before and after > cached,
         f"fetches: {before}, {cached} after a cached lookup, {after} after reload and lookup; "
         f"SIGHUP logged: {logged}",
     )
@@ -910,7 +910,7 @@ def check_config_error(report: Report, box: Container) -> None:
 
 def check_fstab_boot(report: Report, box: Container, instance_id: str, line: str) -> None:
     unit = "run-imds.mount"
-    shown = box.show(unit, "ActiveState", "SubState", "SourcePath", "Type", "Options", "What")
+    shown = box.show(unit, "ActiveState", "SubState", "SourcePath", "FragmentPath")
     findmnt = box.run("findmnt", "--noheadings", "--output=FSTYPE,OPTIONS", MOUNTPOINT).stdout
     service = box.state("imdsfs")
     report.check(
@@ -918,10 +918,12 @@ def check_fstab_boot(report: Report, box: Container, instance_id: str, line: str
         shown.get("ActiveState") == "active"
         and shown.get("SubState") == "mounted"
         and shown.get("SourcePath") == "/etc/fstab"
+        and shown.get("FragmentPath", "").startswith("/run/systemd/generator/")
         and findmnt.split()[:1] == ["fuse.imdsfs"]
         and service.startswith("inactive"),
         f"'{line}' -> {shown.get('ActiveState')} ({shown.get('SubState')}) from "
-        f"{shown.get('SourcePath')}; findmnt: {one_line(findmnt)}; imdsfs.service {service}",
+        f"{shown.get('SourcePath')} by {shown.get('FragmentPath')}; findmnt: {one_line(findmnt)}; "
+        f"imdsfs.service {service}",
     )
 
 
