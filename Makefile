@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PREFIX ?= /usr/local
 UNITDIR ?= /etc/systemd/system
 
-.PHONY: test lint format demo bench soak clean system-deps venv install uninstall
+.PHONY: test lint format demo bench soak clean system-deps venv install uninstall systemd-test
 
 system-deps:
 	@scripts/bootstrap.sh
@@ -50,6 +50,12 @@ install: venv
 	ln -sfn $(CURDIR)/$(VENV)/bin/imdsfs $(DESTDIR)$(PREFIX)/bin/imdsfs
 	sed 's#/usr/local/bin/imdsfs#$(PREFIX)/bin/imdsfs#' scripts/systemd/imdsfs.service \
 		> $(DESTDIR)$(UNITDIR)/imdsfs.service
+
+# imdsfs under a real systemd: a cached Debian container boots with `make install`'s unit, then
+# with the README's fstab line; PASS/FAIL per check (README "Mounting at boot"). Root only.
+systemd-test: venv
+	scripts/systemd-test/host-deps.sh
+	$(PY) scripts/systemd-test/run.py
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/imdsfs $(DESTDIR)$(UNITDIR)/imdsfs.service

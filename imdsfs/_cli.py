@@ -7,14 +7,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__, emulator, providers
 from ._errors import ConfigError, ImdsError, UsageError
 from ._fs import FsConfig
 from ._fstab import is_fstab_form, to_mount_arguments
 from ._introspect import print_stats
-from ._logging import setup_logging
+from ._logging import error_line, setup_logging
 from ._mount import MountOptions, mount
 from ._settings import ClientConfig
 from ._snapshot import dump
@@ -33,25 +33,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         if is_fstab_form(argv, COMMANDS):  # run by mount(8): imdsfs SOURCE DIR -o OPTIONS
             argv = to_mount_arguments(argv)
     except ConfigError as exc:
-        print(f"imdsfs: {exc}", file=sys.stderr)
+        _print_error(f"imdsfs: {exc}")
         return 2
     args = _parser().parse_args(argv)
     setup_logging(debug=getattr(args, "debug", False))
     try:
         status: int = args.run(args)
     except ConfigError as exc:
-        print(f"imdsfs: {exc}", file=sys.stderr)
+        _print_error(f"imdsfs: {exc}")
         return 2
     except (UsageError, ImdsError) as exc:  # ImdsError: IMDS failed `dump`, the message says how
-        print(f"imdsfs: {exc}", file=sys.stderr)
+        _print_error(f"imdsfs: {exc}")
         return 1
     return status
 
 
+def _print_error(text: str) -> None:
+    print(error_line(text), file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error line at priority err when stderr is the journal (a bad option
+    in /etc/default/imdsfs): the subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, error_line(f"{self.prog}: error: {message}") + "\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imdsfs", description="The EC2 instance metadata service as plain files."
-    )
+    parser = _Parser(prog="imdsfs", description="The EC2 instance metadata service as plain files.")
     parser.add_argument("--version", action="version", version=f"imdsfs {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 

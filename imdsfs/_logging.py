@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-__all__ = ["setup_logging", "stderr_is_journal"]
+__all__ = ["error_line", "setup_logging", "stderr_is_journal"]
 
 # logging level → syslog priority, as journald reads it from a "<N>" line prefix.
 _PRIORITIES = {
@@ -46,6 +46,14 @@ def stderr_is_journal() -> bool:
     except (OSError, ValueError):  # no stderr at all
         return False
     return f"{info.st_dev}:{info.st_ino}" == f"{device}:{inode}"
+
+
+def error_line(text: str) -> str:
+    """*text*, a message that ends the program, as written to stderr: with the ``<3>`` (err)
+    prefix on each line when stderr is the journal, so ``journalctl -p err`` shows it."""
+    if not stderr_is_journal():
+        return text
+    return "\n".join(f"<{_PRIORITIES[logging.ERROR]}>{line}" for line in text.split("\n"))
 
 
 def setup_logging(debug: bool) -> None:

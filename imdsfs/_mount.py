@@ -163,9 +163,11 @@ def _serve(setup: _Setup, ready: Callable[[], None]) -> None:
     try:
         trio.run(_run, client, tree, options, _mount_id(mountpoint))
     finally:
-        systemd.notify("STOPPING=1")
+        # systemd keeps the last STATUS= after the unit stops: never leave "serving" there.
+        systemd.notify(f"STOPPING=1\nSTATUS=stopping: unmounting {mountpoint}")
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", mountpoint)
+        systemd.notify(f"STATUS=stopped: unmounted {mountpoint}")
 
 
 async def _run(

@@ -109,7 +109,9 @@ def test_the_daemon_reports_ready_once_mounted_and_stopping_on_unmount(
         "meta-data/instance-id"
     )
     assert mounted.unmount() == 0
-    assert sock.recv(4096) == b"STOPPING=1"
+    assert sock.recv(4096).decode() == f"STOPPING=1\nSTATUS=stopping: unmounting {mounted.path}"
+    # systemd shows the last STATUS= of a stopped unit: it must not still say "serving".
+    assert sock.recv(4096).decode() == f"STATUS=stopped: unmounted {mounted.path}"
 
 
 # --- the unit file ----------------------------------------------------------------------------
@@ -128,8 +130,20 @@ def test_the_unit_is_type_notify_and_clears_stale_mounts() -> None:
     service = _unit()["Service"]
     assert service["Type"] == "notify"
     assert service["NotifyAccess"] == "main"
-    assert "ExecStartPre=-/bin/fusermount3 -u -z /run/imds" in text.splitlines()
-    assert service["ExecStopPost"] == "-/bin/fusermount3 -u -z /run/imds"
+    # A dead mount is cleared after the daemon goes, and only when there is one: an
+    # unconditional fusermount3 logs "failed to unmount" at every clean start and stop.
+    assert service["ExecStopPost"] == (
+        "-/bin/sh -c 'if mountpoint -q /run/imds; then exec fusermount3 -u -z /run/imds; fi'"
+    )
+    starts = [line for line in text.splitlines() if line.startswith("ExecStartPre=")]
+    assert not [line for line in starts if "fusermount" in line]  # imdsfs clears one itself
+
+
+def test_a_configuration_error_is_not_restarted() -> None:
+    # Exit status 2 is a configuration error (imdsfs._cli): Restart= could only loop on it.
+    service = _unit()["Service"]
+    assert service["Restart"] == "on-failure"
+    assert service["RestartPreventExitStatus"].split() == ["2"]
 
 
 def test_the_unit_has_no_option_that_would_hide_the_mount() -> None:
