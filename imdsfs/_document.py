@@ -191,6 +191,21 @@ class InstanceDocument:
                 if isinstance(child, bytes):
                     yield f"{path.strip('/')}/{key}", child
 
+    def every_leaf(self) -> Iterator[tuple[str, bytes]]:
+        """``(path, bytes)`` of every leaf, paths as a GET would name them (``N=name``
+        directories by their index)."""
+
+        def walk(prefix: str, node: Node) -> Iterator[tuple[str, bytes]]:
+            if isinstance(node, bytes):
+                yield prefix.removesuffix("/"), node
+                return
+            for key, child in node.items():
+                segment = key.split("=", 1)[0] if _is_indexed_dir(key, child) else key
+                yield from walk(f"{prefix}{segment}/", child)
+
+        for key, node in self._root.items():
+            yield from walk(f"{key}/", node)
+
     def _walk(self, segments: list[str], *, by_listed_name: bool) -> Node | None:
         node: Node = self._root
         for segment in segments:

@@ -39,7 +39,9 @@ from pathlib import Path
 
 import httpx
 
+from imdsfs import ClientConfig, Ec2Provider
 from imdsfs.emulator import Emulator
+from imdsfs.testing import MountNotReady, MountProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_TTL = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -124,18 +126,14 @@ def mounted(
 ) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
     """A fresh imdsfs mount in the foreground; unmounted on exit."""
     path = Path(tempfile.mkdtemp(prefix="imdsfs-bench-"))
-    argv = [sys.executable, "-m", "imdsfs", "mount", "-f", "--endpoint", emulator.url, *args]
-    process = subprocess.Popen([*argv, str(path)], stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        while not os.path.ismount(path):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"bench: imdsfs did not mount (exit {process.poll()})")
-            time.sleep(0.01)
-        yield path, process
+        mount = MountProcess.start(path, "--endpoint", emulator.url, *args)
+    except MountNotReady as exc:
+        raise SystemExit(f"bench: {exc}") from None
+    try:
+        yield path, mount.process
     finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False)
-        process.wait(timeout=10)
+        mount.unmount()
         path.rmdir()
 
 
@@ -385,17 +383,20 @@ def sequential_crawl_httpx(base: str) -> int:
         return _crawl(get, "meta-data/") + _crawl(get, "dynamic/") + (1 if get("user-data") else 0)
 
 
+# The EC2 listing rules (public-keys' N=name included) are imdsfs's own, not copied here.
+_EC2 = Ec2Provider(ClientConfig(endpoint="http://unused.invalid"), environ={})
+
+
 def _crawl(get: Callable[[str], bytes], directory: str) -> int:
+    """One GET per listing and per leaf below IMDS path *directory*, in sequence."""
     files = 0
-    for entry in get(directory).decode().split("\n"):
-        if not entry:
-            continue
-        if directory == "meta-data/public-keys/":
-            entry = entry.split("=", 1)[0] + "/"
-        if entry.endswith("/"):
-            files += _crawl(get, directory + entry)
-        else:
-            get(directory + entry)
+    listed = directory.removeprefix("meta-data/")  # as a mount path
+    for entry in _EC2.parse_listing(get(directory), listed, limit=100_000).entries:
+        path = _EC2.url(entry.path).removeprefix(f"{_EC2.endpoint}/latest/")
+        if entry.kind.value == "directory":
+            files += _crawl(get, path)
+        elif entry.kind.value == "file":
+            get(path)
             files += 1
     return files
 

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from imdsfs.emulator import Emulator, Faults
+from imdsfs.testing import MountNotReady, MountProcess
 
 DOCUMENTED_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EAGAIN, errno.EIO, errno.EFBIG}
 # Short TTLs, so faults hit the reads instead of hiding behind the cache.
@@ -64,25 +65,9 @@ def digest(data: bytes) -> str:
 # --- what the emulator served, over time ------------------------------------------------------
 
 
-def emulator_leaves(emu: Emulator, directory: str = "meta-data/") -> dict[str, str]:
-    """Mount path -> digest of every leaf the emulator serves now, found through its listings."""
-    leaves: dict[str, str] = {}
-    for entry in emu.get_bytes(directory).decode().split("\n"):
-        if directory == "meta-data/public-keys/":
-            entry = entry.split("=", 1)[0] + "/"
-        path = directory + entry
-        if entry.endswith("/"):
-            leaves.update(emulator_leaves(emu, path))
-        else:
-            leaves[path.removeprefix("meta-data/")] = digest(emu.get_bytes(path))
-    return leaves
-
-
 def all_leaves(emu: Emulator) -> dict[str, str]:
-    leaves = emulator_leaves(emu)
-    leaves.update(emulator_leaves(emu, "dynamic/"))
-    leaves["user-data"] = digest(emu.get_bytes("user-data"))
-    return leaves
+    """Mount path -> digest of every leaf the emulator serves now."""
+    return {path.removeprefix("meta-data/"): digest(body) for path, body in emu.leaves().items()}
 
 
 class History:
@@ -328,14 +313,6 @@ def credentials_path(emu: Emulator) -> str:
     return roles.removeprefix("meta-data/") + emu.get_bytes(roles).decode().split("\n")[0]
 
 
-def wait_for_mount(path: Path, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 15
-    while not os.path.ismount(path):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"imdsfs did not mount (exit {process.poll()})")
-        time.sleep(0.05)
-
-
 def main() -> int:
     args = parse_args()
     faults = Faults(
@@ -350,16 +327,13 @@ def main() -> int:
     mount.mkdir()
     log_path = workdir / "imdsfs.log"
     history = History()
-    with Emulator(faults=faults, seed=args.seed) as emu, log_path.open("wb") as log:
+    with Emulator(faults=faults, seed=args.seed) as emu:
         history.record(time.monotonic(), all_leaves(emu))
-        command = [sys.executable, "-m", "imdsfs", "mount", "--foreground", str(mount)]
-        daemon = subprocess.Popen(
-            [*command, "--endpoint", emu.url, "--deadline", str(args.deadline), *DAEMON_ARGS],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_mount(mount, daemon)
+        daemon_args = ("--endpoint", emu.url, "--deadline", str(args.deadline), *DAEMON_ARGS)
+        try:
+            daemon = MountProcess.start(mount, *daemon_args, log_path=log_path).process
+        except MountNotReady as exc:
+            raise SystemExit(str(exc)) from None
         started = time.monotonic()
         until = started + args.seconds
         scenario = Scenario(emu, history, args.seconds)

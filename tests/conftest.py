@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from imdsfs import ClientConfig, ImdsClient
 from imdsfs.emulator import Emulator, ManualClock
+from imdsfs.testing import MountNotReady, MountProcess
 
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
@@ -57,6 +54,30 @@ def make_emulator() -> Iterator[MakeEmulator]:
     yield make
     for emu in started:
         emu.stop()
+
+
+MakeClient = Callable[..., ImdsClient]
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[MakeClient]:
+    """``make_client(emu, environ=None, **config)``: an `ImdsClient` on ``emu``, with no
+    environment unless given one; closed after the test."""
+    clients: list[ImdsClient] = []
+
+    def make(emu: Emulator, environ: dict[str, str] | None = None, **config: Any) -> ImdsClient:
+        client = ImdsClient(ClientConfig(endpoint=emu.url, **config), environ=environ or {})
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+def gets(emu: Emulator, path: str) -> int:
+    """GETs ``emu`` received for ``/latest/<path>`` (``meta-data/instance-id``)."""
+    return emu.counters.count(method="GET", path=f"/latest/{path}")
 
 
 def imds_token(emu: Emulator, ttl: int = 21600) -> str:
@@ -117,70 +138,24 @@ def fuse_available() -> None:
 
 
 @dataclass
-class Mounted:
-    """A running ``imdsfs mount --foreground`` subprocess and where it is mounted."""
+class Mounted(MountProcess):
+    """A running ``imdsfs mount --foreground`` (see `imdsfs.testing`), in a test."""
 
-    path: Path
-    process: subprocess.Popen[bytes]
     log_path: Path
     expected_status: int = 0  # a test that kills the daemon on purpose says so here
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def unmount(self) -> int:
-        """Unmount the way a user would and return the daemon's exit status."""
-        if os.path.ismount(self.path):
-            subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
-        try:
-            return self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.send_signal(signal.SIGUSR1)  # faulthandler: every stack, into the log
-            time.sleep(0.5)
-            with self.log_path.open("a") as log:  # and what in this process holds files
-                for fd in os.listdir("/proc/self/fd"):
-                    with contextlib.suppress(OSError):
-                        log.write(f"test fd {fd}: {os.readlink(f'/proc/self/fd/{fd}')}\n")
-                maps = Path("/proc/self/maps").read_text().splitlines()
-                log.writelines(f"test map: {line}\n" for line in maps if "imdsfs" in line)
-            self.process.kill()
-            self.process.wait()
-            return -9
 
 
 def start_mount(
     path: Path, log_path: Path, *args: str, env: Mapping[str, str] | None = None
 ) -> Mounted:
-    """Start the daemon and wait until the kernel shows the mount (or the daemon died).
+    """Start the daemon and wait until the mount answers; fail the test if it does not.
 
     *env* is added to the daemon's environment (e.g. a fake ``NOTIFY_SOCKET``)."""
-    path.mkdir(exist_ok=True)
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "imdsfs", "mount", "--foreground", str(path), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-    mounted = Mounted(path, process, log_path)
-    deadline = time.monotonic() + 15
-    while not _answers(path):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"imdsfs did not mount (exit {process.poll()}); log:\n{mounted.log()}")
-        time.sleep(0.02)
-    return mounted
-
-
-def _answers(path: Path) -> bool:
-    """Mounted and alive. A stale mount left by a crash is a mountpoint too, and even ``stat``
-    may answer from the kernel's cache; ``statvfs`` always asks the daemon."""
     try:
-        os.statvfs(path)
-    except OSError:
-        return False
-    return os.path.ismount(path)
+        started = MountProcess.start(path, *args, log_path=log_path, env=env)
+    except MountNotReady as exc:
+        pytest.fail(str(exc))
+    return Mounted(started.path, started.process, log_path)
 
 
 def finish_mount(mounted: Mounted) -> None:

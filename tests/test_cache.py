@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,6 +30,8 @@ from imdsfs import (
 )
 from imdsfs.emulator import Emulator
 
+from .conftest import MakeClient, gets
+
 # Mount paths, as the cache is asked for them; `imds` gives where the emulator keeps them.
 INSTANCE_ID = "instance-id"
 LOCAL_IPV4 = "local-ipv4"
@@ -45,27 +47,18 @@ MakeCache = Callable[..., MetadataCache]
 
 
 @pytest.fixture
-async def make_cache(emulator: Emulator) -> AsyncIterator[MakeCache]:
+def make_cache(emulator: Emulator, make_client: MakeClient) -> MakeCache:
     """``make_cache(*rules, stale_bound=..., holdoff=..., **client_config)`` on the default
     emulator. The hold-off after a failure is off unless a test asks for it."""
-    clients: list[ImdsClient] = []
 
     def make(
         *rules: str, stale_bound: float = 300.0, holdoff: float = 0.0, **config: Any
     ) -> MetadataCache:
-        config = {"backoff_base": 0.0, **config}
-        client = ImdsClient(ClientConfig(endpoint=emulator.url, **config), environ={})
-        clients.append(client)
+        client = make_client(emulator, **{"backoff_base": 0.0, **config})
         policy = TtlPolicy.from_rules(rules, builtin=client.provider.ttl_rules)
         return MetadataCache(client, policy, stale_bound=stale_bound, holdoff=holdoff)
 
-    yield make
-    for client in clients:
-        await client.aclose()
-
-
-def gets(emu: Emulator, path: str) -> int:
-    return emu.counters.count(method="GET", path=f"/latest/{imds(path)}")
+    return make
 
 
 # -- TTL -----------------------------------------------------------------------------------
@@ -82,10 +75,10 @@ async def test_value_is_served_from_cache_until_its_ttl_runs_out(
     mock_clock.jump(9.9)
     again = await cache.get(INSTANCE_ID)
     assert (again.source, again.body, again.fetched_at) == ("cache", first.body, first.fetched_at)
-    assert gets(emulator, INSTANCE_ID) == 1
+    assert gets(emulator, imds(INSTANCE_ID)) == 1
     mock_clock.jump(0.1)
     assert (await cache.get(INSTANCE_ID)).source == "live"
-    assert gets(emulator, INSTANCE_ID) == 2
+    assert gets(emulator, imds(INSTANCE_ID)) == 2
 
 
 async def test_each_path_expires_after_the_ttl_its_policy_gives(
@@ -98,18 +91,18 @@ async def test_each_path_expires_after_the_ttl_its_policy_gives(
     mock_clock.jump(6)
     for path in paths:
         await cache.get(path)
-    assert [gets(emulator, path) for path in paths] == [1, 1, 2]
+    assert [gets(emulator, imds(path)) for path in paths] == [1, 1, 2]
     mock_clock.jump(60)
     for path in paths:
         await cache.get(path)
-    assert [gets(emulator, path) for path in paths] == [1, 2, 3]
+    assert [gets(emulator, imds(path)) for path in paths] == [1, 2, 3]
 
 
 async def test_zero_ttl_fetches_on_every_read(emulator: Emulator, make_cache: MakeCache) -> None:
     cache = make_cache("local-ipv4=0")
     for _ in range(3):
         assert (await cache.get(LOCAL_IPV4)).source == "live"
-    assert gets(emulator, LOCAL_IPV4) == 3
+    assert gets(emulator, imds(LOCAL_IPV4)) == 3
 
 
 # -- single flight -------------------------------------------------------------------------
@@ -128,7 +121,7 @@ async def test_concurrent_cold_readers_share_one_request(
     async with trio.open_nursery() as nursery:
         for _ in range(64):
             nursery.start_soon(read)
-    assert gets(emulator, INSTANCE_ID) == 1
+    assert gets(emulator, imds(INSTANCE_ID)) == 1
     assert len(results) == 64
     assert {value.body for value in results} == {emulator.get_bytes(imds(INSTANCE_ID))}
     stats = cache.statistics()
@@ -179,7 +172,7 @@ async def test_requests_in_flight_stay_within_max_concurrency(
         for path in paths:
             nursery.start_soon(read, path)
     elapsed = time.monotonic() - start
-    assert sum(gets(emulator, path) for path in paths) == 32
+    assert sum(gets(emulator, imds(path)) for path in paths) == 32
     assert cache.statistics()["max_in_flight"] == 4
     # Seen from the server too: 32 requests of 0.1 s, 4 at a time, after the token PUT.
     assert elapsed >= (1 + 32 / 4) * 0.1 * 0.9
@@ -198,12 +191,12 @@ async def test_not_found_is_cached_for_the_negative_ttl(
     mock_clock.jump(1.9)
     with pytest.raises(NotFound):
         await cache.get(SPOT_ACTION)
-    assert gets(emulator, SPOT_ACTION) == 1
+    assert gets(emulator, imds(SPOT_ACTION)) == 1
     assert cache.peek(SPOT_ACTION) is None
     mock_clock.jump(0.1)
     value = await cache.get(SPOT_ACTION)
     assert value.body == emulator.get_bytes(imds(SPOT_ACTION))
-    assert gets(emulator, SPOT_ACTION) == 2
+    assert gets(emulator, imds(SPOT_ACTION)) == 2
     assert cache.statistics()["negative_hits"] == 1
 
 
@@ -224,7 +217,7 @@ async def test_every_concurrent_reader_of_a_missing_path_gets_not_found(
         for _ in range(16):
             nursery.start_soon(read)
     assert outcomes == [NotFound] * 16
-    assert gets(emulator, SPOT_ACTION) == 1
+    assert gets(emulator, imds(SPOT_ACTION)) == 1
 
 
 async def test_a_failure_is_never_cached_as_not_found(
@@ -235,7 +228,7 @@ async def test_a_failure_is_never_cached_as_not_found(
     with pytest.raises(Unavailable):
         await cache.get(INSTANCE_ID)
     assert (await cache.get(INSTANCE_ID)).source == "live"
-    assert gets(emulator, INSTANCE_ID) == 2
+    assert gets(emulator, imds(INSTANCE_ID)) == 2
 
 
 async def test_a_path_that_disappears_is_not_served_stale_later(
@@ -341,12 +334,12 @@ async def test_after_a_failure_reads_get_the_stale_value_without_asking_imds(
     emulator.faults.error_rate = 1.0
     for _ in range(10):
         assert (await cache.get(INSTANCE_ID)).body == good.body
-    assert gets(emulator, INSTANCE_ID) == 2  # the first, and one failed refresh
+    assert gets(emulator, imds(INSTANCE_ID)) == 2  # the first, and one failed refresh
     assert cache.statistics()["held_off"] == 9
     emulator.faults.error_rate = 0.0
     mock_clock.jump(3)
     assert (await cache.get(INSTANCE_ID)).source == "live"
-    assert gets(emulator, INSTANCE_ID) == 3
+    assert gets(emulator, imds(INSTANCE_ID)) == 3
 
 
 async def test_without_a_stale_value_the_failure_is_raised_again_at_once(
@@ -357,7 +350,7 @@ async def test_without_a_stale_value_the_failure_is_raised_again_at_once(
     for _ in range(3):
         with pytest.raises(Unavailable, match="HTTP 500"):
             await cache.get(INSTANCE_ID)
-    assert gets(emulator, INSTANCE_ID) == 1
+    assert gets(emulator, imds(INSTANCE_ID)) == 1
     mock_clock.jump(3)
     assert (await cache.get(INSTANCE_ID)).source == "live"
 
@@ -376,7 +369,7 @@ async def test_a_stalled_imds_costs_one_reader_the_deadline_not_every_reader(
         started = trio.current_time()
         assert (await cache.get(INSTANCE_ID)).body == good.body
         assert trio.current_time() - started < 0.1  # the others do not
-    assert gets(emulator, INSTANCE_ID) == 2
+    assert gets(emulator, imds(INSTANCE_ID)) == 2
 
 
 async def test_invalidate_ends_the_holdoff(
@@ -449,7 +442,7 @@ async def test_invalidate_makes_the_next_read_ask_imds_again(
     emulator.set(imds(SPOT_ACTION), "{}")
     for path in (INSTANCE_ID, LOCAL_IPV4, SPOT_ACTION):
         assert (await cache.get(path)).source == "live"
-    assert [gets(emulator, p) for p in (INSTANCE_ID, LOCAL_IPV4, SPOT_ACTION)] == [3, 2, 2]
+    assert [gets(emulator, imds(p)) for p in (INSTANCE_ID, LOCAL_IPV4, SPOT_ACTION)] == [3, 2, 2]
 
 
 async def test_statistics_merge_cache_and_client_counters(
@@ -481,19 +474,18 @@ def test_negative_stale_bound_is_a_config_error() -> None:
 
 
 async def test_the_values_kept_are_bounded_in_bytes_least_recently_used_first(
-    emulator: Emulator,
+    emulator: Emulator, make_client: MakeClient
 ) -> None:
     for n in range(10):
         emulator.set(imds(f"tags/instance/big-{n}"), b"x" * 1000)
-    client = ImdsClient(ClientConfig(endpoint=emulator.url), environ={})
-    async with client:
-        cache = MetadataCache(client, TtlPolicy(builtin=client.provider.ttl_rules), max_bytes=4500)
-        for n in range(10):
-            await cache.get(f"tags/instance/big-{n}")
-            await cache.get("tags/instance/big-0")  # used lately, always: kept
-        stats = cache.statistics()
-        assert stats["entries"] == 4
-        assert stats["evictions"] == 6
-        assert gets(emulator, "tags/instance/big-0") == 1
-        assert cache.peek("tags/instance/big-0") is not None
-        assert cache.peek("tags/instance/big-1") is None
+    client = make_client(emulator)
+    cache = MetadataCache(client, TtlPolicy(builtin=client.provider.ttl_rules), max_bytes=4500)
+    for n in range(10):
+        await cache.get(f"tags/instance/big-{n}")
+        await cache.get("tags/instance/big-0")  # used lately, always: kept
+    stats = cache.statistics()
+    assert stats["entries"] == 4
+    assert stats["evictions"] == 6
+    assert gets(emulator, imds("tags/instance/big-0")) == 1
+    assert cache.peek("tags/instance/big-0") is not None
+    assert cache.peek("tags/instance/big-1") is None

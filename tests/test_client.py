@@ -37,12 +37,12 @@ from imdsfs import (
 from imdsfs._transport import _read_bounded
 from imdsfs.emulator import Emulator, ManualClock
 
+from .conftest import MakeClient, gets
+
 INSTANCE_ID = "instance-id"  # a mount path: what the client is asked for
 IMDS_INSTANCE_ID = "meta-data/instance-id"  # where the emulator keeps it
 WIRE_INSTANCE_ID = "/latest/meta-data/instance-id"
 TOKEN_PATH = "/latest/api/token"
-
-MakeClient = Callable[..., ImdsClient]
 
 
 async def current_token(client: ImdsClient) -> str | None:
@@ -52,27 +52,8 @@ async def current_token(client: ImdsClient) -> str | None:
     return await manager.get()
 
 
-@pytest.fixture
-async def make_client() -> AsyncIterator[MakeClient]:
-    """``make_client(emu, **config)``: a client on ``emu`` with no environment; closed after."""
-    clients: list[ImdsClient] = []
-
-    def make(emu: Emulator, environ: dict[str, str] | None = None, **config: Any) -> ImdsClient:
-        client = ImdsClient(ClientConfig(endpoint=emu.url, **config), environ=environ or {})
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
-
-
 def puts(emu: Emulator) -> int:
     return emu.counters.count(method="PUT", path=TOKEN_PATH)
-
-
-def gets(emu: Emulator, path: str = WIRE_INSTANCE_ID) -> int:
-    return emu.counters.count(method="GET", path=path)
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -112,7 +93,7 @@ async def test_not_found_is_raised_at_once_without_a_retry(
     client = make_client(emulator)
     with pytest.raises(NotFound):
         await client.get("no-such-thing")
-    assert gets(emulator, "/latest/meta-data/no-such-thing") == 1
+    assert gets(emulator, "meta-data/no-such-thing") == 1
     assert client.statistics()["errors.not_found"] == 1
 
 
@@ -122,7 +103,7 @@ async def test_403_is_forbidden_without_a_retry(
     emulator.faults.fail_next(1, status=403, path=WIRE_INSTANCE_ID)
     with pytest.raises(Forbidden):
         await make_client(emulator).get(INSTANCE_ID)
-    assert gets(emulator) == 1
+    assert gets(emulator, IMDS_INSTANCE_ID) == 1
 
 
 @pytest.mark.parametrize(
@@ -171,7 +152,7 @@ async def test_concurrent_and_sequential_gets_share_one_token(
     for _ in range(5):
         await client.get(INSTANCE_ID)
     assert puts(emulator) == 1
-    assert gets(emulator) == 37
+    assert gets(emulator, IMDS_INSTANCE_ID) == 37
     assert client.statistics()["token_puts"] == 1
 
 
@@ -188,7 +169,7 @@ async def test_token_is_renewed_once_when_ten_percent_of_its_ttl_remains(
         for _ in range(16):
             nursery.start_soon(client.get, INSTANCE_ID)
     assert puts(emulator) == 2
-    assert gets(emulator) == 18
+    assert gets(emulator, IMDS_INSTANCE_ID) == 18
 
 
 async def test_revoked_token_is_replaced_once_and_the_read_succeeds(
@@ -201,7 +182,7 @@ async def test_revoked_token_is_replaced_once_and_the_read_succeeds(
     assert response.body == emulator.get_bytes(IMDS_INSTANCE_ID)
     assert puts(emulator) == 2
     assert emulator.counters.count(method="GET", status=401) == 1
-    assert gets(emulator) == 3
+    assert gets(emulator, IMDS_INSTANCE_ID) == 3
 
 
 async def test_token_expired_on_the_server_clock_is_replaced(
@@ -224,7 +205,7 @@ async def test_401_that_persists_with_a_fresh_token_is_forbidden(
     emulator.faults.fail_next(2, status=401, path=WIRE_INSTANCE_ID)
     with pytest.raises(Forbidden, match="401"):
         await make_client(emulator).get(INSTANCE_ID)
-    assert gets(emulator) == 2
+    assert gets(emulator, IMDS_INSTANCE_ID) == 2
     assert puts(emulator) == 2
 
 
@@ -237,7 +218,7 @@ async def test_hop_limit_gives_a_token_error_that_says_how_to_fix_it(
         await client.get(INSTANCE_ID)
     assert "--http-put-response-hop-limit 2" in str(caught.value)
     assert puts(emulator) == 2  # one retry: a single unanswered PUT may be a stall
-    assert gets(emulator) == 0
+    assert gets(emulator, IMDS_INSTANCE_ID) == 0
 
 
 async def test_token_request_rejected_as_malformed_is_a_token_error(
@@ -246,7 +227,7 @@ async def test_token_request_rejected_as_malformed_is_a_token_error(
     emulator.faults.fail_next(1, status=400, path=TOKEN_PATH)
     with pytest.raises(TokenError, match="400"):
         await make_client(emulator).get(INSTANCE_ID)
-    assert gets(emulator) == 0
+    assert gets(emulator, IMDS_INSTANCE_ID) == 0
 
 
 async def test_one_stalled_token_request_is_retried_not_taken_for_the_hop_limit(
@@ -264,7 +245,7 @@ async def test_token_request_server_error_is_retried(
     emulator.faults.fail_next(1, status=500, path=TOKEN_PATH)
     await make_client(emulator).get(INSTANCE_ID)
     assert puts(emulator) == 2
-    assert gets(emulator) == 1
+    assert gets(emulator, IMDS_INSTANCE_ID) == 1
 
 
 async def test_tokens_never_appear_in_logs(
@@ -320,7 +301,7 @@ async def test_an_oversized_token_is_refused(emulator: Emulator, make_client: Ma
     emulator.set_raw("api/token", b"t" * 5000)
     with pytest.raises(TokenError, match="unusable token"):
         await make_client(emulator).get(INSTANCE_ID)
-    assert gets(emulator) == 0
+    assert gets(emulator, IMDS_INSTANCE_ID) == 0
 
 
 # -- IMDSv1 fallback -----------------------------------------------------------------------
@@ -334,7 +315,7 @@ async def test_imdsv2_unavailable_is_a_token_error_unless_v1_is_allowed(
     emu.faults.fail_next(1, status=status, path=TOKEN_PATH)
     with pytest.raises(TokenError, match="IMDSv1 fallback is not enabled"):
         await make_client(emu).get(INSTANCE_ID)
-    assert gets(emu) == 0
+    assert gets(emu, IMDS_INSTANCE_ID) == 0
 
 
 @pytest.mark.parametrize("status", [403, 404, 405])
@@ -359,7 +340,7 @@ async def test_v1_disabled_by_environment_overrides_allow_imdsv1(
     client = make_client(emu, allow_imdsv1=True, environ={"AWS_EC2_METADATA_V1_DISABLED": value})
     with pytest.raises(TokenError, match="AWS_EC2_METADATA_V1_DISABLED"):
         await client.get(INSTANCE_ID)
-    assert gets(emu) == 0
+    assert gets(emu, IMDS_INSTANCE_ID) == 0
 
 
 async def test_v1_fallback_ends_when_imds_starts_requiring_tokens(
@@ -384,7 +365,7 @@ async def test_server_errors_are_retried_until_success(
     emulator.faults.fail_next(2, status=500, path=WIRE_INSTANCE_ID)
     client = make_client(emulator)
     assert (await client.get(INSTANCE_ID)).body == emulator.get_bytes(IMDS_INSTANCE_ID)
-    assert gets(emulator) == 3
+    assert gets(emulator, IMDS_INSTANCE_ID) == 3
     assert client.statistics()["retries"] == 2
 
 
@@ -396,7 +377,7 @@ async def test_server_errors_past_max_attempts_are_unavailable(
     with pytest.raises(Unavailable) as caught:
         await client.get(INSTANCE_ID)
     assert type(caught.value) is Unavailable
-    assert gets(emulator) == 3
+    assert gets(emulator, IMDS_INSTANCE_ID) == 3
     assert client.statistics()["errors.unavailable"] == 1
 
 
@@ -405,14 +386,14 @@ async def test_connection_reset_is_retried(emulator: Emulator, make_client: Make
     assert (await make_client(emulator).get(INSTANCE_ID)).body == emulator.get_bytes(
         IMDS_INSTANCE_ID
     )
-    assert gets(emulator) == 2
+    assert gets(emulator, IMDS_INSTANCE_ID) == 2
 
 
 async def test_read_timeout_is_retried(emulator: Emulator, make_client: MakeClient) -> None:
     emulator.faults.stall_next(1, 30, path=WIRE_INSTANCE_ID)
     client = make_client(emulator, read_timeout=0.2)
     assert (await client.get(INSTANCE_ID)).body == emulator.get_bytes(IMDS_INSTANCE_ID)
-    assert gets(emulator) == 2
+    assert gets(emulator, IMDS_INSTANCE_ID) == 2
 
 
 async def test_connection_refused_is_retried_then_unavailable() -> None:
@@ -432,7 +413,7 @@ async def test_throttling_is_retried_after_the_retry_after_delay(
     start = time.monotonic()
     assert (await client.get(INSTANCE_ID)).body == emulator.get_bytes(IMDS_INSTANCE_ID)
     assert time.monotonic() - start >= 0.95
-    assert gets(emulator) == 2
+    assert gets(emulator, IMDS_INSTANCE_ID) == 2
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -443,7 +424,7 @@ async def test_throttling_past_max_attempts_is_throttled(
     client = make_client(emulator, max_attempts=3)
     with pytest.raises(Throttled):
         await client.get(INSTANCE_ID)
-    assert gets(emulator) == 3
+    assert gets(emulator, IMDS_INSTANCE_ID) == 3
     assert client.statistics()["errors.throttled"] == 1
 
 
@@ -455,7 +436,7 @@ async def test_retry_after_beyond_the_deadline_fails_at_once_as_throttled(
     with pytest.raises(Throttled):
         await make_client(emulator, timeout=2.0).get(INSTANCE_ID)
     assert time.monotonic() - start < 1.5
-    assert gets(emulator) == 1
+    assert gets(emulator, IMDS_INSTANCE_ID) == 1
 
 
 async def test_deadline_bounds_the_whole_call(emulator: Emulator, make_client: MakeClient) -> None:
@@ -480,7 +461,7 @@ async def test_body_over_max_body_is_refused_without_a_retry(
     assert len((await client.get("fits")).body) == 4096
     with pytest.raises(ResponseTooLarge):
         await client.get("big")
-    assert gets(emulator, "/latest/meta-data/big") == 1
+    assert gets(emulator, "meta-data/big") == 1
 
 
 # Leaving httpx's body iterators half-consumed is the point here, and trio warns about such
@@ -559,7 +540,9 @@ async def test_a_200_html_page_is_not_a_value(emulator: Emulator, make_client: M
     )
     with pytest.raises(Unavailable, match="HTML"):
         await make_client(emulator).get(INSTANCE_ID)
-    assert gets(emulator) == 1  # something in the way will not change its mind on a retry
+    assert (
+        gets(emulator, IMDS_INSTANCE_ID) == 1
+    )  # something in the way will not change its mind on a retry
 
 
 @pytest.mark.parametrize("path", [IMDS_INSTANCE_ID, "api/token"])

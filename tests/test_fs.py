@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,23 +29,9 @@ def run(*argv: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(argv, capture_output=True, timeout=30, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
-def imds_leaves(emulator: Emulator, directory: str = "meta-data/") -> Iterator[tuple[str, bytes]]:
-    """(mount path, bytes) of every leaf the emulator serves under *directory*, by its listings."""
-    for entry in emulator.get_bytes(directory).decode().split("\n"):
-        if directory == "meta-data/public-keys/":
-            entry = entry.split("=", 1)[0] + "/"
-        path = directory + entry
-        if entry.endswith("/"):
-            yield from imds_leaves(emulator, path)
-        else:
-            yield path.removeprefix("meta-data/"), emulator.get_bytes(path)
-
-
 def all_leaves(emulator: Emulator) -> dict[str, bytes]:
-    leaves = dict(imds_leaves(emulator))
-    leaves.update(imds_leaves(emulator, "dynamic/"))
-    leaves["user-data"] = emulator.get_bytes("user-data")
-    return leaves
+    """Mount path -> bytes of every leaf the emulator serves."""
+    return {path.removeprefix("meta-data/"): body for path, body in emulator.leaves().items()}
 
 
 # --- layout -----------------------------------------------------------------------------------

@@ -19,13 +19,13 @@ from typing import Any
 import pyfuse3
 import pytest
 
-from imdsfs import ClientConfig, ImdsClient, MetadataCache, TtlPolicy
+from imdsfs import MetadataCache, TtlPolicy
 from imdsfs._fs import ImdsOperations
 from imdsfs._introspect import format_stats
 from imdsfs._tree import MetadataTree
 from imdsfs.emulator import Emulator
 
-from .conftest import Mounted
+from .conftest import MakeClient, Mounted
 
 NODE_ATTRIBUTES = ["user.imds.url", "user.imds.fetched_at", "user.imds.ttl", "user.imds.source"]
 
@@ -101,22 +101,24 @@ def test_a_directory_is_described_once_its_listing_is_cached(mounted: Mounted) -
     assert xattr(placement, "user.imds.source") == "cache"
 
 
-async def test_other_names_are_refused_without_asking_imds(emulator: Emulator) -> None:
+async def test_other_names_are_refused_without_asking_imds(
+    emulator: Emulator, make_client: MakeClient
+) -> None:
     # In process: through a mount, the kernel's own permission check would fetch (TTL 0).
-    async with ImdsClient(ClientConfig(endpoint=emulator.url)) as client:
-        cache = MetadataCache(client, TtlPolicy.from_rules(["**=0"]))
-        operations = ImdsOperations(MetadataTree(cache))
-        ctx: Any = types.SimpleNamespace(pid=1, uid=0, gid=0, umask=0)  # a duck-typed context
-        inode = (await operations.lookup(pyfuse3.ROOT_INODE, b"instance-id", ctx)).st_ino
-        calls = cache.statistics()["calls"]
-        for name in (b"security.selinux", b"system.posix_acl_access", b"user.imds.stats"):
-            with pytest.raises(pyfuse3.FUSEError) as caught:
-                await operations.getxattr(inode, name, ctx)  # user.imds.stats: the root's only
-            assert caught.value.errno == errno.ENODATA, name
-        assert await operations.listxattr(inode, ctx) == [n.encode() for n in NODE_ATTRIBUTES]
-        assert cache.statistics()["calls"] == calls  # nothing was fetched
-        assert await operations.getxattr(inode, b"user.imds.source", ctx) == b"live"  # TTL 0
-        assert cache.statistics()["calls"] == calls + 1
+    client = make_client(emulator)
+    cache = MetadataCache(client, TtlPolicy.from_rules(["**=0"]))
+    operations = ImdsOperations(MetadataTree(cache))
+    ctx: Any = types.SimpleNamespace(pid=1, uid=0, gid=0, umask=0)  # a duck-typed context
+    inode = (await operations.lookup(pyfuse3.ROOT_INODE, b"instance-id", ctx)).st_ino
+    calls = cache.statistics()["calls"]
+    for name in (b"security.selinux", b"system.posix_acl_access", b"user.imds.stats"):
+        with pytest.raises(pyfuse3.FUSEError) as caught:
+            await operations.getxattr(inode, name, ctx)  # user.imds.stats: the root's only
+        assert caught.value.errno == errno.ENODATA, name
+    assert await operations.listxattr(inode, ctx) == [n.encode() for n in NODE_ATTRIBUTES]
+    assert cache.statistics()["calls"] == calls  # nothing was fetched
+    assert await operations.getxattr(inode, b"user.imds.source", ctx) == b"live"  # TTL 0
+    assert cache.statistics()["calls"] == calls + 1
 
 
 def test_symlinks_have_no_attributes(mounted: Mounted) -> None:

@@ -8,15 +8,18 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from imdsfs import ClientConfig, ImdsClient
+import pytest
+
 from imdsfs._snapshot import crawl
 from imdsfs.emulator import Emulator, InstanceDocument, default_document
 
-from .conftest import MakeEmulator, Mounted
+from .conftest import MakeClient, MakeEmulator, Mounted
 from .test_fs import all_leaves
+
+DumpOf = Callable[[Emulator], Awaitable[dict[str, object]]]
 
 
 def imdsfs(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -25,9 +28,14 @@ def imdsfs(*args: str) -> subprocess.CompletedProcess[bytes]:
     )
 
 
-async def dump_of(emulator: Emulator) -> dict[str, object]:
-    async with ImdsClient(ClientConfig(endpoint=emulator.url)) as client:
-        return await crawl(client)
+@pytest.fixture
+def dump_of(make_client: MakeClient) -> DumpOf:
+    """``await dump_of(emulator)``: what ``imdsfs dump`` would write, in process."""
+
+    async def dump(emulator: Emulator) -> dict[str, object]:
+        return await crawl(make_client(emulator))
+
+    return dump
 
 
 # --- dump -------------------------------------------------------------------------------------
@@ -43,7 +51,9 @@ def test_dump_of_the_emulator_is_its_document_byte_for_byte(emulator: Emulator) 
     assert json.dumps(json.loads(result.stdout)) == json.dumps(expected)
 
 
-async def test_bytes_that_are_not_utf8_survive_as_base64(make_emulator: MakeEmulator) -> None:
+async def test_bytes_that_are_not_utf8_survive_as_base64(
+    make_emulator: MakeEmulator, dump_of: DumpOf
+) -> None:
     emulator = make_emulator()
     binary = bytes(range(256))
     text = "naïve\x00\ttab\r\nno newline at the end"
@@ -60,7 +70,7 @@ async def test_bytes_that_are_not_utf8_survive_as_base64(make_emulator: MakeEmul
 
 
 async def test_an_instance_without_user_data_dumps_without_it(
-    make_emulator: MakeEmulator,
+    make_emulator: MakeEmulator, dump_of: DumpOf
 ) -> None:
     emulator = make_emulator()
     emulator.delete("user-data")
@@ -69,7 +79,7 @@ async def test_an_instance_without_user_data_dumps_without_it(
     assert list(document) == ["dynamic", "meta-data"]
 
 
-async def test_public_keys_keep_their_listed_names(emulator: Emulator) -> None:
+async def test_public_keys_keep_their_listed_names(emulator: Emulator, dump_of: DumpOf) -> None:
     keys = (await dump_of(emulator))["meta-data"]["public-keys"]  # type: ignore[index]
     listed = emulator.get_bytes("meta-data/public-keys/").decode().split("\n")
     assert list(keys) == listed  # "0=name", read through public-keys/0/

@@ -4,15 +4,12 @@ refused), and, against the emulator, listings and the read-ahead."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
 
 from imdsfs import (
-    ClientConfig,
     Ec2Provider,
-    ImdsClient,
     MetadataCache,
     MetadataTree,
     NotFound,
@@ -22,6 +19,8 @@ from imdsfs import (
 from imdsfs._tree import MAX_WARNED, Node
 from imdsfs.emulator import Emulator
 
+from .conftest import MakeClient
+
 # --- MetadataTree against the emulator ----------------------------------------------------
 
 MACS = "network/interfaces/macs/"  # a mount path
@@ -29,11 +28,9 @@ IMDS_MACS = f"meta-data/{MACS}"  # where the emulator keeps it
 
 
 @pytest.fixture
-async def cache(emulator: Emulator) -> AsyncIterator[MetadataCache]:
-    client = ImdsClient(ClientConfig(endpoint=emulator.url, backoff_base=0.0), environ={})
-    async with client:
-        policy = TtlPolicy(builtin=client.provider.ttl_rules)
-        yield MetadataCache(client, policy, holdoff=0.0)
+def cache(emulator: Emulator, make_client: MakeClient) -> MetadataCache:
+    client = make_client(emulator, backoff_base=0.0)
+    return MetadataCache(client, TtlPolicy(builtin=client.provider.ttl_rules), holdoff=0.0)
 
 
 @pytest.fixture
@@ -49,7 +46,7 @@ async def directory(tree: MetadataTree, path: str) -> Node:
     return node
 
 
-def gets(emulator: Emulator, prefix: str = "") -> list[str]:
+def requested(emulator: Emulator, prefix: str = "") -> list[str]:
     """Paths GET so far under ``/latest/<prefix>``, in arrival order."""
     return [path for path in emulator.counters.paths() if path.startswith(f"/latest/{prefix}")]
 
@@ -71,16 +68,16 @@ async def test_listing_a_directory_reads_its_subdirectories_ahead(
         await tree.stat_children(macs)
     # both MACs' listings and every file in them, but not one level further down
     mac_paths = [f"/latest/{IMDS_MACS}{m}" for m in emulator.get_bytes(IMDS_MACS).decode().split()]
-    assert all(path in gets(emulator) for path in mac_paths)
-    assert len(gets(emulator, IMDS_MACS)) == 1 + 2 + 2 * 20
-    assert not [path for path in gets(emulator) if "ipv4-associations/" in path]
+    assert all(path in requested(emulator) for path in mac_paths)
+    assert len(requested(emulator, IMDS_MACS)) == 1 + 2 + 2 * 20
+    assert not [path for path in requested(emulator) if "ipv4-associations/" in path]
 
     tree.read_ahead_in(None)
     emulator.counters.reset()
     first_mac = await tree.child(macs, mac_paths[0].rsplit("/", 2)[-2])
     stats = await tree.stat_children(first_mac)
     assert len(stats) == 21
-    assert gets(emulator) == []  # the reader found everything ready
+    assert requested(emulator) == []  # the reader found everything ready
 
 
 async def test_a_directory_is_read_ahead_once_however_often_its_parent_is_listed(
@@ -95,7 +92,7 @@ async def test_a_directory_is_read_ahead_once_however_often_its_parent_is_listed
             nursery.start_soon(tree.stat_children, macs)
         await trio.sleep(0.1)
         assert len(nursery.child_tasks) == 2  # one read-ahead per MAC, not one per listing
-    assert len(gets(emulator, IMDS_MACS)) == 1 + 2 + 2 * 20  # each listing and file once
+    assert len(requested(emulator, IMDS_MACS)) == 1 + 2 + 2 * 20  # each listing and file once
 
 
 async def test_a_directory_read_lately_is_not_read_ahead_again(tree: MetadataTree) -> None:

@@ -192,6 +192,11 @@ class Emulator:
         """Remove ``/latest/<path>`` (leaf or directory); KeyError if it does not exist."""
         self._instance.delete(path)
 
+    def leaves(self) -> dict[str, bytes]:
+        """Every leaf served now, by its path under ``/latest/`` (``meta-data/ami-id``,
+        ``user-data``), from the document itself: no listing is parsed to find them."""
+        return self._instance.leaves()
+
     def get_bytes(self, path: str) -> bytes:
         """What a GET of ``/latest/<path>`` returns now, ignoring tokens and faults."""
         body = self._instance.read(path)

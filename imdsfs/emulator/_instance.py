@@ -91,6 +91,11 @@ class LiveInstance:
                 self._document.set(path, cycle.next())
             return self._document.read(path)
 
+    def leaves(self) -> dict[str, bytes]:
+        with self._lock:
+            self._apply_due()
+            return dict(self._document.every_leaf())
+
     def set(self, path: str, value: str | bytes | Mapping[str, object]) -> None:
         with self._lock:
             self._cycles.pop(path.lstrip("/"), None)

@@ -10,7 +10,7 @@ import pytest
 
 from imdsfs.emulator import Emulator, ManualClock, default_document
 
-from .conftest import MakeEmulator, imds_get
+from ..conftest import MakeEmulator, imds_get
 
 ROLE = "meta-data/iam/security-credentials/imdsfs-demo-role"
 EC2_INSTANCE = "meta-data/identity-credentials/ec2/security-credentials/ec2-instance"

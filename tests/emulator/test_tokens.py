@@ -9,7 +9,7 @@ import pytest
 
 from imdsfs.emulator import Emulator, ManualClock
 
-from .conftest import MakeEmulator, imds_get, imds_request, imds_token
+from ..conftest import MakeEmulator, imds_get, imds_request, imds_token
 
 TTL = "X-aws-ec2-metadata-token-ttl-seconds"
 

@@ -11,7 +11,7 @@ import pytest
 
 from imdsfs.emulator import Emulator, Faults
 
-from .conftest import TOKEN_TTL_HEADER, MakeEmulator, imds_get, imds_request, imds_token
+from ..conftest import TOKEN_TTL_HEADER, MakeEmulator, imds_get, imds_request, imds_token
 
 HTML = b"<html><body><h1>Service Unavailable</h1></body></html>\n"
 

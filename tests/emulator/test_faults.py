@@ -10,7 +10,7 @@ import pytest
 
 from imdsfs.emulator import Emulator, Faults
 
-from .conftest import MakeEmulator, imds_get, imds_request, imds_token
+from ..conftest import MakeEmulator, imds_get, imds_request, imds_token
 
 INSTANCE_ID = "/latest/meta-data/instance-id"
 TTL = {"X-aws-ec2-metadata-token-ttl-seconds": "60"}

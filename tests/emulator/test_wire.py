@@ -12,7 +12,7 @@ import trio
 
 from imdsfs.emulator import Emulator
 
-from .conftest import MakeEmulator, imds_get, imds_request, imds_token
+from ..conftest import MakeEmulator, imds_get, imds_request, imds_token
 
 NOT_FOUND_PAGE = (
     b'<?xml version="1.0" encoding="iso-8859-1"?>\n'
