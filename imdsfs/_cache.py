@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,6 +95,7 @@ class MetadataCache:
         self._max_bytes = max_bytes
         # Until when the service counts as not answering: a reader waited out its deadline.
         self._unanswered_until = -math.inf
+        self._listeners: list[Callable[[str], None]] = []
         self._negative: dict[str, float] = {}  # path -> when its 404 expires
         self._failures: dict[str, _Failure] = {}  # paths failing since their last success
         self._flight: SingleFlight[str, CachedValue] = SingleFlight()
@@ -175,6 +177,30 @@ class MetadataCache:
             if path in self._failures:
                 self._failures[path].retry_at = -math.inf
 
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call *listener* with a path whenever its value is known to have changed: fetched
+        with new bytes, gone (404), or reported by the service's change feed."""
+        self._listeners.append(listener)
+
+    def _changed(self, path: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(path)
+            except Exception:  # a listener's bug must not lose the value or end the mount
+                log.exception("a change listener failed for %s", self._loggable(path))
+
+    async def follow_changes(self) -> None:
+        """Apply the service's change feed, if it has one, until cancelled: each reported
+        path is made stale (its next read asks again) and its listeners are told."""
+        feed = self._client.change_feed()
+        if feed is None:
+            return
+        async for paths in feed.changes():
+            self._stats.pushed_changes += len(paths)
+            for path in paths:
+                self.invalidate(path)
+                self._changed(path)
+
     def statistics(self) -> dict[str, int]:
         """hits, misses, negative_hits, held_off, stale_serves, fetches, entries, plus the
         client's."""
@@ -186,6 +212,8 @@ class MetadataCache:
         try:
             response = await self._client.get(path)
         except NotFound:
+            if path in self._values:
+                self._changed(path)
             self._forget(path)  # gone: never serve it stale again
             self._negative[path] = trio.current_time() + self._policy.negative_ttl
             self._recovered(path)
@@ -209,6 +237,8 @@ class MetadataCache:
         )
         self._store(value)
         self._negative.pop(path, None)
+        if previous is not None and not unchanged:
+            self._changed(path)
         return value
 
     def _store(self, value: CachedValue) -> None:
@@ -274,6 +304,7 @@ class CacheStatistics:
     stale_serves: int = 0
     fetches: int = 0
     evictions: int = 0
+    pushed_changes: int = 0  # paths the service's change feed reported
 
 
 @dataclass

@@ -158,9 +158,9 @@ def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add(
         "--provider",
-        choices=sorted(providers.PROVIDERS),
-        default="ec2",
-        help="which cloud's metadata service (default ec2)",
+        choices=[providers.AUTO, *sorted(providers.PROVIDERS)],
+        default=providers.AUTO,
+        help="which cloud's metadata service (default auto: from DMI, else by asking)",
     )
     add(
         "--endpoint",

@@ -40,7 +40,7 @@ from ._errors import (
     Unavailable,
 )
 from ._paths import check_path
-from ._provider import Authenticator, Provider
+from ._provider import Authenticator, ChangeFeed, Provider
 from ._settings import ClientConfig
 from ._transport import Reply, Transport
 
@@ -117,6 +117,10 @@ class ImdsClient:
         self.authenticator: Authenticator = self.provider.authenticator(self._transport)
         self._stats = ClientStatistics()
         self._random = random.Random()
+
+    def change_feed(self) -> ChangeFeed | None:
+        """The provider's change feed over this client's transport, or None."""
+        return self.provider.change_feed(self._transport, self.authenticator)
 
     def loggable(self, path: str) -> str:
         """*path* as a log line may show it (names below a secret directory are not)."""

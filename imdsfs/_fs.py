@@ -116,6 +116,19 @@ class ImdsOperations(pyfuse3.Operations):
         self._files: dict[int, bytes] = {}
         self._dirs: dict[int, _OpenDirectory] = {}
         self._budgets = Budgets(config.timeout)
+        self._attached = False  # the kernel's session is up (`init`): notifications may go
+        tree.add_listener(self._value_changed)
+
+    def init(self) -> None:
+        """The kernel answered FUSE_INIT: from now on it may be told of changes."""
+        self._attached = True
+
+    def _value_changed(self, node: Node) -> None:
+        """A file's value changed: make the kernel drop its name for it now, rather than when
+        its entry times out, so the next open finds the new value (the new inode)."""
+        if not self._attached or node.kind is not NodeKind.FILE:
+            return
+        pyfuse3.invalidate_entry_async(node.parent, os.fsencode(node.name), ignore_enoent=True)
 
     # --- names and attributes -------------------------------------------------------------
 

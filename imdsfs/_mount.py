@@ -80,10 +80,15 @@ def mount(options: MountOptions) -> int:
     transport = None  # the network
     if options.snapshot is not None:  # loaded now, so a bad file too fails before the fork
         transport = open_snapshot(options.snapshot)
-        options = replace(options, client=replace(options.client, endpoint=SNAPSHOT_ENDPOINT))
-    provider = providers.create(options.client)  # a bad endpoint fails before anything forks
-    policy = TtlPolicy.from_rules(options.ttl_rules, builtin=provider.ttl_rules)
+        name = "ec2" if options.client.provider == providers.AUTO else options.client.provider
+        client = replace(options.client, endpoint=SNAPSHOT_ENDPOINT, provider=name)
+        options = replace(options, client=client)
+    policy = TtlPolicy.from_rules(options.ttl_rules)  # a bad rule fails before anything forks
     prepare_mountpoint(mountpoint)
+    provider = providers.create(options.client)  # and a bad endpoint; auto: which cloud
+    if provider.detected is not None:
+        log.info("provider %s: %s", provider.name, provider.detected)
+    policy = TtlPolicy.from_rules(options.ttl_rules, builtin=provider.ttl_rules)
     if options.snapshot is None:
         _warn_if_nothing_answers(provider.endpoint)
     setup = _Setup(options, mountpoint, provider, policy, transport)
@@ -175,6 +180,7 @@ async def _run(
 ) -> None:
     async with client, trio.open_nursery() as nursery:
         nursery.start_soon(_handle_signals, tree.cache)
+        nursery.start_soon(tree.cache.follow_changes)  # a no-op where the service has no feed
         if mount_id is not None:
             nursery.start_soon(_end_when_detached, mount_id)
         tree.read_ahead_in(nursery)

@@ -39,6 +39,7 @@ __all__ = [
 MAX_NAME_BYTES = 255
 # Longest path a node may have: far beyond any real tree, far below what a URL may hold.
 MAX_PATH_BYTES = 8192
+_MEMO_SIZE = 50_000  # paths whose loggable form is remembered (a tree holds at most 20 000)
 # No real name holds these. Refusing them keeps a path from escaping its root or growing a
 # query, and "%" from smuggling either in encoded.
 _UNFETCHABLE = re.compile(r"[\x00-\x1f\x7f?#%\\]")
@@ -124,6 +125,7 @@ class SecretRules:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self._patterns = tuple(Pattern(text) for text in patterns)
+        self._shown: dict[str, str] = {}  # loggable's answers: asked for every request
 
     @property
     def patterns(self) -> tuple[str, ...]:
@@ -134,6 +136,14 @@ class SecretRules:
 
     def loggable(self, path: str) -> str:
         """*path* as a log line or an error message may show it."""
+        shown = self._shown.get(path)
+        if shown is None:
+            if len(self._shown) > _MEMO_SIZE:
+                self._shown.clear()
+            shown = self._shown[path] = self._loggable(path)
+        return shown
+
+    def _loggable(self, path: str) -> str:
         names = segments(path)
         for pattern in self._patterns:
             kept = pattern.covered_prefix(path.rstrip("/"))

@@ -16,10 +16,13 @@ from __future__ import annotations
 import abc
 import enum
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+import httpx
+
+from ._errors import ConfigError
 from ._paths import MAX_PATH_BYTES, SecretRules, name_problem
 from ._settings import ClientConfig
 from ._ttl import TtlRule
@@ -29,12 +32,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Authenticator",
+    "ChangeFeed",
     "Credential",
     "Listing",
     "ListingEntry",
     "NodeKind",
     "Provider",
     "StaticHeaders",
+    "check_endpoint",
 ]
 
 
@@ -86,6 +91,16 @@ class Authenticator(abc.ABC):
         return {}
 
 
+class ChangeFeed(abc.ABC):
+    """A service's own way to say what changed (GCE's ``wait_for_change`` long-poll), so the
+    cache hears of a change when it happens instead of when a TTL runs out."""
+
+    @abc.abstractmethod
+    def changes(self) -> AsyncIterator[set[str]]:
+        """Sets of mount paths whose values (or listings) changed, as they happen; forever.
+        A failure is retried inside, with backoff: it never ends the iteration."""
+
+
 class StaticHeaders(Authenticator):
     """The same headers on every request (GCE's ``Metadata-Flavor: Google``, Azure's ...)."""
 
@@ -111,6 +126,8 @@ class Provider(abc.ABC):
         # The base URL, from the flag, else the environment the cloud's SDKs read, else the
         # well-known address.
         self.endpoint = self.resolve_endpoint(config, environ)
+        self.detected: str | None = None  # why --provider auto chose this one
+        self._where: dict[str, str] = {}  # asked for every request's label
 
     @classmethod
     @abc.abstractmethod
@@ -128,13 +145,21 @@ class Provider(abc.ABC):
         """The URL that answers mount path *path* (a listing ends in ``/``; the root's is
         ``""``)."""
 
+    def change_feed(self, transport: Transport, authenticator: Authenticator) -> ChangeFeed | None:
+        """The service's change feed, if it has one (EC2 has none: TTLs alone)."""
+        return None
+
     def where(self, path: str) -> str:
         """Mount path *path* as a log line shows it: the path of its URL on the service
         (``/latest/meta-data/...``), with the names below a secret directory left out."""
-        shown = self.secrets.loggable(path)
-        hidden = shown.endswith("…")
-        where = urllib.parse.urlsplit(self.url(shown.removesuffix("…"))).path
-        return where + "…" if hidden else where
+        where = self._where.get(path)
+        if where is None:
+            if len(self._where) > 50_000:  # a tree holds at most 20 000 paths
+                self._where.clear()
+            shown = self.secrets.loggable(path)
+            where = urllib.parse.urlsplit(self.url(shown.removesuffix("…"))).path
+            where = self._where[path] = where + "…" if shown.endswith("…") else where
+        return where
 
     @abc.abstractmethod
     def authenticator(self, transport: Transport) -> Authenticator:
@@ -195,3 +220,18 @@ class Provider(abc.ABC):
         if problem is None and len(directory.encode()) + len(name.encode()) + 1 > MAX_PATH_BYTES:
             problem = f"path longer than {MAX_PATH_BYTES} bytes"
         return problem
+
+
+def check_endpoint(raw: str) -> str:
+    """*raw* as a base URL (``http://host[:port]``), or a ConfigError saying what is wrong."""
+    try:
+        url = httpx.URL(raw)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"bad endpoint {raw!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"bad endpoint {raw!r}: need http://host[:port]")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ConfigError(f"bad endpoint {raw!r}: port out of range")
+    if url.query or url.fragment:
+        raise ConfigError(f"bad endpoint {raw!r}: no query or fragment allowed")
+    return raw.rstrip("/")

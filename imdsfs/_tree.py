@@ -31,7 +31,7 @@ import itertools
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import trio
@@ -152,6 +152,20 @@ class MetadataTree:
         self._full = False  # max_nodes reached (logged once)
         self._read_ahead_slots = trio.CapacityLimiter(max(1, read_ahead_requests))
         self._warned: set[tuple[str, str]] = set()  # (directory, name) already warned about
+        self._by_path: dict[str, int] = {"": ROOT_INODE}  # mount path → node inode
+        self._listeners: list[Callable[[Node], None]] = []
+        cache.add_listener(self._value_changed)
+
+    def add_listener(self, listener: Callable[[Node], None]) -> None:
+        """Call *listener* with a node whose value (or listing) has changed."""
+        self._listeners.append(listener)
+
+    def _value_changed(self, path: str) -> None:
+        inode = self._by_path.get(path)
+        if inode is None:  # never shown: nobody holds it
+            return
+        for listener in self._listeners:
+            listener(self._nodes[inode])
 
     @property
     def root(self) -> Node:
@@ -456,6 +470,7 @@ class MetadataTree:
             return None
         inode = next(self._inodes)
         self._by_key[key] = inode
+        self._by_path[entry.path] = inode
         secret = entry.kind is NodeKind.FILE and self._provider.secrets.is_secret(entry.path)
         self._nodes[inode] = Node(
             inode, parent.inode, entry.name, entry.kind, entry.path, entry.target, secret

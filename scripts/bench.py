@@ -127,7 +127,7 @@ def mounted(
     """A fresh imdsfs mount in the foreground; unmounted on exit."""
     path = Path(tempfile.mkdtemp(prefix="imdsfs-bench-"))
     try:
-        mount = MountProcess.start(path, "--endpoint", emulator.url, *args)
+        mount = MountProcess.start(path, "--provider", "ec2", "--endpoint", emulator.url, *args)
     except MountNotReady as exc:
         raise SystemExit(f"bench: {exc}") from None
     try:

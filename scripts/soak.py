@@ -329,7 +329,8 @@ def main() -> int:
     history = History()
     with Emulator(faults=faults, seed=args.seed) as emu:
         history.record(time.monotonic(), all_leaves(emu))
-        daemon_args = ("--endpoint", emu.url, "--deadline", str(args.deadline), *DAEMON_ARGS)
+        daemon_args = ("--provider", "ec2", "--endpoint", emu.url, "--deadline", str(args.deadline))
+        daemon_args += DAEMON_ARGS
         try:
             daemon = MountProcess.start(mount, *daemon_args, log_path=log_path).process
         except MountNotReady as exc:

@@ -189,7 +189,8 @@ def make_mount(
     ) -> Mounted:
         index = len(mounts)
         log_path = tmp_path / f"imdsfs{index}.log"
-        endpoint = ["--endpoint", emulator.url] if emulator is not None else []
+        # The EC2 emulator: say so, or detection would probe it (and count in its counters).
+        endpoint = ["--provider", "ec2", "--endpoint", emulator.url] if emulator else []
         mounted = start_mount(mount_base / f"mnt{index}", log_path, *endpoint, *args, env=env)
         mounts.append(mounted)
         return mounted

@@ -18,13 +18,19 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-import httpx
 import trio
 
 from .._errors import ConfigError, ImdsError, ResponseTooLarge, Throttled, TokenError, Unavailable
 from .._flight import SingleFlight
 from .._paths import SecretRules
-from .._provider import Authenticator, Credential, ListingEntry, NodeKind, Provider
+from .._provider import (
+    Authenticator,
+    Credential,
+    ListingEntry,
+    NodeKind,
+    Provider,
+    check_endpoint,
+)
 from .._settings import ClientConfig
 from .._transport import SMALL_NUMBER, Reply, Transport
 from .._ttl import rules
@@ -74,21 +80,6 @@ def resolve_endpoint(config: ClientConfig, environ: Mapping[str, str]) -> str:
         return ENDPOINTS[mode.lower()]
     except KeyError:
         raise ConfigError(f"endpoint mode must be IPv4 or IPv6, not {mode!r}") from None
-
-
-def check_endpoint(raw: str) -> str:
-    """*raw* as a base URL (``http://host[:port]``), or a ConfigError saying what is wrong."""
-    try:
-        url = httpx.URL(raw)
-    except httpx.InvalidURL as exc:
-        raise ConfigError(f"bad endpoint {raw!r}: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(f"bad endpoint {raw!r}: need http://host[:port]")
-    if url.port is not None and not 0 < url.port < 65536:
-        raise ConfigError(f"bad endpoint {raw!r}: port out of range")
-    if url.query or url.fragment:
-        raise ConfigError(f"bad endpoint {raw!r}: no query or fragment allowed")
-    return raw.rstrip("/")
 
 
 def _v1_refusal(config: ClientConfig, environ: Mapping[str, str]) -> str | None:

@@ -1,0 +1,158 @@
+"""Which cloud is this? ``--provider auto``: DMI first, then probes, as cloud-init does.
+
+1. DMI (``/sys/class/dmi/id``) costs nothing and needs no network: the firmware names the
+   cloud (cloud-init's ``ds-identify`` reads the same files). ``IMDSFS_DMI_DIR`` points
+   elsewhere, for tests.
+2. Where DMI says nothing (some containers, unknown hypervisors), every known service is
+   probed at once, each with a short timeout, and the most specific answer wins: GCE's
+   ``Metadata-Flavor: Google`` response header proves GCE; an EC2-style answer alone does not
+   prove AWS (OpenStack and others answer those paths too), so OpenStack's own path is asked
+   before concluding EC2.
+3. Nothing answers (IMDS not up yet at boot, or not a cloud): EC2, as before ``auto`` existed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from .._errors import ConfigError
+from .._provider import Provider
+from .._settings import ClientConfig
+
+__all__ = ["DMI_DIR_ENV", "detect", "dmi_dir", "from_dmi"]
+
+log = logging.getLogger(__name__)
+
+DMI_DIR_ENV = "IMDSFS_DMI_DIR"
+DMI_DIR = "/sys/class/dmi/id"
+PROBE_TIMEOUT = 1.0
+AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+OPENSTACK_PRODUCTS = ("OpenStack Nova", "OpenStack Compute")
+OPENSTACK_ASSET_TAGS = (
+    "HUAWEICLOUD",
+    "OpenTelekomCloud",
+    "SAP CCloud VM",
+    "Samsung Cloud Platform",
+)
+
+
+@dataclass(frozen=True)
+class _Dmi:
+    product_name: str
+    product_serial: str
+    product_uuid: str
+    sys_vendor: str
+    chassis_asset_tag: str
+
+    @classmethod
+    def read(cls, directory: Path) -> _Dmi:
+        def field(name: str) -> str:
+            try:
+                return (directory / name).read_text(errors="replace").strip()
+            except OSError:  # absent, or root-only (product_serial, product_uuid)
+                return ""
+
+        return cls(*(field(name) for name in cls.__dataclass_fields__))
+
+
+def dmi_dir(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get(DMI_DIR_ENV) or DMI_DIR)
+
+
+def from_dmi(directory: Path) -> str | None:
+    """The cloud the firmware names, or None."""
+    dmi = _Dmi.read(directory)
+    if dmi.product_name in ("Google Compute Engine", "Google") or dmi.product_serial.startswith(
+        "GoogleCloud-"
+    ):
+        return "gce"
+    if dmi.chassis_asset_tag == AZURE_ASSET_TAG:
+        return "azure"
+    if dmi.product_name in OPENSTACK_PRODUCTS or dmi.chassis_asset_tag in OPENSTACK_ASSET_TAGS:
+        return "openstack"
+    uuid = dmi.product_uuid.lower()
+    if uuid.startswith("ec2") or dmi.sys_vendor == "Amazon EC2":
+        return "ec2"
+    return None
+
+
+def detect(
+    config: ClientConfig, environ: Mapping[str, str], known: Mapping[str, type[Provider]]
+) -> tuple[str, str]:
+    """The provider for this machine, among the *known* ones, and why."""
+    directory = dmi_dir(environ)
+    named = from_dmi(directory)
+    if named is not None and named in known:
+        return named, f"the firmware says so (DMI in {directory})"
+    answered = _probe(config, environ, known)
+    if answered is not None:
+        return answered, "its metadata service answered (DMI named no cloud imdsfs knows)"
+    return "ec2", "DMI named no cloud, and no metadata service answered (yet)"
+
+
+def _probe(
+    config: ClientConfig, environ: Mapping[str, str], known: Mapping[str, type[Provider]]
+) -> str | None:
+    """Ask every known service at once; the most specific answer wins."""
+    probes = {name: probe for name, probe in _PROBES.items() if name in known}
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(probes))) as pool:
+        futures = {
+            name: pool.submit(probe, _base(known[name], config, environ))
+            for name, probe in probes.items()
+        }
+        answers = {name: future.result() for name, future in futures.items()}
+    return next((name for name in _PROBES if answers.get(name)), None)  # most telling first
+
+
+def _base(provider: type[Provider], config: ClientConfig, environ: Mapping[str, str]) -> str:
+    """Where to probe *provider*: the endpoint given, else its default."""
+    try:
+        return provider.resolve_endpoint(config, environ)
+    except ConfigError:  # a bad override for one provider must not stop the others' probes
+        return ""
+
+
+def _answers(method: str, url: str, headers: Mapping[str, str]) -> httpx.Response | None:
+    if not url.startswith("http"):
+        return None
+    try:
+        with httpx.Client(trust_env=False, timeout=PROBE_TIMEOUT) as client:
+            return client.request(method, url, headers=headers)
+    except (httpx.HTTPError, OSError, ValueError):
+        return None
+
+
+def _gce(base: str) -> bool:
+    reply = _answers("GET", f"{base}/computeMetadata/v1/", {"Metadata-Flavor": "Google"})
+    return reply is not None and reply.headers.get("Metadata-Flavor") == "Google"
+
+
+def _azure(base: str) -> bool:
+    reply = _answers("GET", f"{base}/metadata/versions", {"Metadata": "true"})
+    return reply is not None and reply.status_code == 200 and "apiVersions" in reply.text
+
+
+def _openstack(base: str) -> bool:
+    reply = _answers("GET", f"{base}/openstack/", {})
+    return reply is not None and reply.status_code == 200 and "latest" in reply.text
+
+
+def _ec2(base: str) -> bool:
+    reply = _answers(
+        "PUT", f"{base}/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"}
+    )
+    return reply is not None and reply.status_code in (200, 401, 403)
+
+
+_PROBES: dict[str, Callable[[str], bool]] = {
+    "gce": _gce,
+    "azure": _azure,
+    "openstack": _openstack,
+    "ec2": _ec2,
+}

@@ -1,0 +1,97 @@
+"""``--provider auto``: the firmware first (a fake DMI directory), then probes, which run in a
+network namespace of the test's own with the emulator on 169.254.169.254 (never the
+machine's own network)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from imdsfs import ClientConfig
+from imdsfs.emulator import Emulator
+from imdsfs.providers import PROVIDERS, create
+from imdsfs.providers._detect import DMI_DIR_ENV, detect
+
+CLOSED = "http://127.0.0.1:9"  # nothing listens: a probe that got this far would fail
+
+
+def dmi(tmp_path: Path, **fields: str) -> dict[str, str]:
+    for name, value in fields.items():
+        (tmp_path / name).write_text(value + "\n")
+    return {DMI_DIR_ENV: str(tmp_path)}
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"product_name": "Google Compute Engine"}, "gce"),
+        ({"product_name": "Google"}, "gce"),
+        ({"product_serial": "GoogleCloud-1234ABCD"}, "gce"),
+        ({"product_uuid": "ec2e1916-9099-7caf-fd21-012345abcdef"}, "ec2"),
+        ({"product_uuid": "EC2E1916-9099-7CAF-FD21-012345ABCDEF"}, "ec2"),
+        ({"sys_vendor": "Amazon EC2", "product_uuid": ""}, "ec2"),
+    ],
+)
+def test_the_firmware_names_the_cloud_without_a_probe(
+    tmp_path: Path, fields: dict[str, str], expected: str
+) -> None:
+    name, why = detect(ClientConfig(endpoint=CLOSED), dmi(tmp_path, **fields), PROVIDERS)
+    assert name == expected
+    assert "firmware" in why
+
+
+def test_with_silent_firmware_an_ec2_style_service_that_answers_is_ec2(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    name, why = detect(ClientConfig(endpoint=emulator.url), dmi(tmp_path), PROVIDERS)
+    assert (name, "answered" in why) == ("ec2", True)
+
+
+def test_with_silent_firmware_and_nothing_answering_it_is_ec2_as_before(tmp_path: Path) -> None:
+    name, why = detect(ClientConfig(endpoint=CLOSED), dmi(tmp_path), PROVIDERS)
+    assert name == "ec2"
+    assert "no metadata service answered" in why
+
+
+def test_create_with_auto_records_why(tmp_path: Path) -> None:
+    environ = dmi(tmp_path, product_name="Google Compute Engine")
+    provider = create(ClientConfig(provider="auto", endpoint=CLOSED), environ)
+    assert provider.name == "gce"
+    assert provider.detected is not None
+
+
+def _in_namespace(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run *script* (Python) in a new network namespace whose loopback also holds
+    169.254.169.254: the well-known address without the machine's network."""
+    setup = 'ip link set lo up && ip addr add 169.254.169.254/32 dev lo && exec "$0" -c "$1"'
+    return subprocess.run(
+        ["unshare", "--net", "--", "sh", "-c", setup, sys.executable, textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+
+
+def test_default_endpoints_are_probed_in_a_namespace_of_our_own(tmp_path: Path) -> None:
+    """No --endpoint: the probes go to the well-known addresses, here our emulator's."""
+    result = _in_namespace(
+        f"""
+        import logging
+        from imdsfs import ClientConfig
+        from imdsfs.emulator import Emulator
+        from imdsfs.providers import PROVIDERS
+        from imdsfs.providers._detect import detect
+        with Emulator(host="169.254.169.254", port=80) as emu:
+            name, why = detect(ClientConfig(), {{"{DMI_DIR_ENV}": "{tmp_path}"}}, PROVIDERS)
+            print(name, emu.counters.count(method="PUT", path="/latest/api/token"))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ec2", "1"]
