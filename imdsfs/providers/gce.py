@@ -13,16 +13,26 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import socket
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping
+from typing import TypeGuard
 
+import trio
+
+from .._errors import ImdsError
 from .._paths import SecretRules
-from .._provider import Provider, StaticHeaders, check_endpoint
+from .._provider import Authenticator, ChangeFeed, Provider, StaticHeaders, check_endpoint
 from .._settings import ClientConfig
-from .._transport import Transport
+from .._transport import Reply, Transport
 from .._ttl import rules
 
-__all__ = ["GceProvider"]
+__all__ = ["GceProvider", "changed_paths"]
+
+log = logging.getLogger(__name__)
 
 HOST_ENV = "GCE_METADATA_HOST"
 DEFAULT_HOST = "metadata.google.internal"
@@ -91,3 +101,118 @@ class GceProvider(Provider):
 
     def authenticator(self, transport: Transport) -> StaticHeaders:
         return StaticHeaders(FLAVOR)
+
+    def change_feed(self, transport: Transport, authenticator: Authenticator) -> ChangeFeed:
+        return _GceChangeFeed(self.url(""), transport, authenticator)
+
+
+# -- the change feed -------------------------------------------------------------------------
+
+
+class _GceChangeFeed(ChangeFeed):
+    """One long-poll of the whole tree (``?recursive=true&wait_for_change=true``): the server
+    answers when anything in it changes, or after ``timeout_sec`` with the same ETag. Each
+    answer is compared with the last one; the paths that differ are reported."""
+
+    def __init__(self, url: str, transport: Transport, authenticator: Authenticator) -> None:
+        self._url = url
+        self._transport = transport
+        self._authenticator = authenticator
+
+    async def changes(self) -> AsyncIterator[set[str]]:
+        etag, previous, failures = "NONE", None, 0
+        while True:
+            answer = await self._answer(etag)
+            if answer is None:
+                failures += 1
+                await trio.sleep(min(_FEED_BACKOFF_MAX, _FEED_BACKOFF * 2.0 ** min(failures, 8)))
+                continue
+            failures = 0
+            tree, etag = answer
+            if previous is not None:
+                changed = changed_paths(previous, tree)
+                if changed:
+                    yield changed
+            previous = tree
+
+    async def _answer(self, etag: str) -> tuple[object, str] | None:
+        """The tree and its ETag, once it differs from *etag* (or the poll times out); None
+        when the service failed, which the caller backs off from."""
+        try:
+            reply = await self._poll(etag)
+        except ImdsError as exc:
+            log.debug("the change feed failed (%s); again in a moment", exc)
+            return None
+        if reply.status != 200:
+            log.debug("the change feed got HTTP %d; again in a moment", reply.status)
+            return None
+        try:
+            tree = json.loads(reply.body)
+        except ValueError:
+            log.debug("the change feed got no JSON; again in a moment")
+            return None
+        return tree, reply.headers.get("ETag", "NONE")
+
+    async def _poll(self, etag: str) -> Reply:
+        credential = await self._authenticator.credential()
+        query = urllib.parse.urlencode(
+            {
+                "recursive": "true",
+                "alt": "json",
+                "wait_for_change": "true",
+                "last_etag": etag,
+                "timeout_sec": str(_FEED_SECONDS),
+            }
+        )
+        return await self._transport.request(
+            "GET",
+            f"{self._url}?{query}",
+            credential.headers,
+            label=f"GET {ROOT}?recursive=true&wait_for_change=true",
+            read_timeout=_FEED_SECONDS + 10,
+        )
+
+
+_FEED_SECONDS = 60  # what the guest agent asks for
+_FEED_BACKOFF = 0.5  # GCE answers 503 for under a second during maintenance
+_FEED_BACKOFF_MAX = 30.0
+_VERBATIM = ("attributes", "serviceAccounts")  # their keys are names, not camelCase fields
+
+
+def changed_paths(old: object, new: object) -> set[str]:
+    """The mount paths that differ between two answers of ``?recursive=true``: leaves whose
+    values differ, and the listings of directories that gained or lost names."""
+    changed: set[str] = set()
+    _diff(old, new, (), changed, verbatim=False)
+    return changed
+
+
+def _diff(old: object, new: object, at: tuple[str, ...], out: set[str], verbatim: bool) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        if old.keys() != new.keys():
+            out.add("/".join(at) + "/" if at else "")
+        for key in old.keys() | new.keys():
+            name = key if verbatim else _kebab(key)
+            _diff(old.get(key), new.get(key), (*at, name), out, key in _VERBATIM)
+    elif _is_directory_list(old) and _is_directory_list(new):
+        if len(old) != len(new):
+            out.add("/".join(at) + "/")
+        for index in range(max(len(old), len(new))):
+            before = old[index] if index < len(old) else None
+            after = new[index] if index < len(new) else None
+            _diff(before, after, (*at, str(index)), out, verbatim=False)
+    elif old != new and at:
+        out.add("/".join(at))
+        if any(isinstance(v, dict) or _is_directory_list(v) for v in (old, new)):
+            out.add("/".join(at) + "/")  # a directory came or went
+
+
+def _is_directory_list(value: object) -> TypeGuard[list[object]]:
+    """A list of objects is a directory of numbered entries (``network-interfaces/0/``); a
+    list of strings is one value (``scopes``)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _kebab(key: str) -> str:
+    """``machineType`` → ``machine-type``: how recursive JSON spells a path's fixed names."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", key).lower()
