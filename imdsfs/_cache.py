@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 # Failures during which the last good value is still the best answer we have. TokenError is
 # among them: an unreachable IMDS shows up first as an unanswered token PUT.
 _OUTAGES = (Unavailable, Throttled, TokenError)
+_SUMMARY_EVERY = 60.0  # seconds between summaries of failing background reads
 # Bytes of values kept (fresh, and last good ones for outages). Real trees hold a few hundred
 # KiB; a value is at most 1 MiB.
 MAX_BYTES = 64 << 20
@@ -96,18 +97,32 @@ class MetadataCache:
         # Until when the service counts as not answering: a reader waited out its deadline.
         self._unanswered_until = -math.inf
         self._listeners: list[Callable[[str], None]] = []
+        self._next_summary = -math.inf  # when background failures may be summarised again
         self._negative: dict[str, float] = {}  # path -> when its 404 expires
         self._failures: dict[str, _Failure] = {}  # paths failing since their last success
         self._flight: SingleFlight[str, CachedValue] = SingleFlight()
         self._stats = CacheStatistics()
         self._loggable = client.loggable
 
-    async def get(self, path: str) -> CachedValue:
+    async def get(self, path: str, *, background: bool = False) -> CachedValue:
         """The value of ``path``: cached while fresh, else fetched once for all callers.
 
         Raises NotFound (also from a cached 404) or the client's error when no stale value
-        may stand in for it.
+        may stand in for it. A *background* read (read-ahead, prefetch) that fails is not
+        warned about path by path: such failures are summarised, and a path is warned about
+        when a reader asks for it.
         """
+        try:
+            value = await self._get(path, background)
+        except ImdsError:
+            if not background:
+                self._warn_reader(path)
+            raise
+        if value.source == "stale" and not background:
+            self._warn_reader(path)
+        return value
+
+    async def _get(self, path: str, background: bool) -> CachedValue:
         now = trio.current_time()
         if now < self._negative.get(path, -1.0):
             self._stats.negative_hits += 1
@@ -128,7 +143,7 @@ class MetadataCache:
             self._refresh_in_background(path)
             return self._stale_or_raise(path, Unavailable(f"{self._loggable(path)}: no answer"))
         with trio.move_on_at(fallback_deadline()):
-            return await self._flight.run(path, lambda: self._fetch(path))
+            return await self._flight.run(path, lambda: self._fetch(path, background))
         # The reader's time ran out with the service still being asked: it is not answering
         # in time.
         self._unanswered_until = trio.current_time() + self._holdoff
@@ -141,7 +156,7 @@ class MetadataCache:
 
         async def refresh() -> None:
             with contextlib.suppress(ImdsError):  # its outcome is recorded all the same
-                await self._flight.run(path, lambda: self._fetch(path))
+                await self._flight.run(path, lambda: self._fetch(path, background=True))
 
         trio.lowlevel.spawn_system_task(refresh, name=f"refresh {self._loggable(path)}")
 
@@ -207,7 +222,7 @@ class MetadataCache:
         own = dataclasses.asdict(self._stats)
         return {**self._client.statistics(), **own, "entries": len(self._values)}
 
-    async def _fetch(self, path: str) -> CachedValue:
+    async def _fetch(self, path: str, background: bool = False) -> CachedValue:
         self._stats.fetches += 1
         try:
             response = await self._client.get(path)
@@ -219,7 +234,7 @@ class MetadataCache:
             self._recovered(path)
             raise
         except ImdsError as exc:
-            self._failed(path, exc)
+            self._failed(path, exc, background)
             if isinstance(exc, Unavailable):  # no answer (or a broken one): so for others too
                 self._unanswered_until = trio.current_time() + self._holdoff
             return self._stale_or_raise(path, exc)
@@ -257,13 +272,48 @@ class MetadataCache:
         if value is not None:
             self._bytes -= len(value.body)
 
-    def _failed(self, path: str, error: ImdsError) -> None:
-        """Hold the path off for a while; warn only on the first failure of a spell."""
+    def _failed(self, path: str, error: ImdsError, background: bool) -> None:
+        """Hold the path off for a while; warn only on the first failure of a spell, and
+        for a background read not at all (see `_summarise`)."""
         now = trio.current_time()
-        first = path not in self._failures
-        self._failures[path] = _Failure(type(error), str(error), retry_at=now + self._holdoff)
-        if not first:
+        previous = self._failures.get(path)
+        warned = previous is not None and previous.warned
+        self._failures[path] = _Failure(
+            type(error), str(error), retry_at=now + self._holdoff, warned=warned or not background
+        )
+        if previous is not None:
             return
+        if not background:
+            self._warn(path, error)
+        elif self._summarise(path, error):
+            self._failures[path].warned = True  # named in the summary: not again for a reader
+
+    def _warn_reader(self, path: str) -> None:
+        """A reader met a failure a background read found first: warn about it now."""
+        failure = self._failures.get(path)
+        if failure is not None and not failure.warned:
+            failure.warned = True
+            self._warn(path, failure.error())
+
+    def _summarise(self, path: str, error: ImdsError) -> bool:
+        """Background reads that fail: one line now and then, not one per path. Whether this
+        one was the line's example."""
+        self._stats.background_failures += 1
+        now = trio.current_time()
+        if now < self._next_summary:
+            return False
+        self._next_summary = now + _SUMMARY_EVERY
+        log.warning(
+            "reading ahead: %s: %s (%d background reads failed so far; they are not logged "
+            "one by one, only when a reader asks)",
+            self.provider.where(path),
+            str(error).removeprefix(f"{self._loggable(path)}: "),
+            self._stats.background_failures,
+        )
+        return True
+
+    def _warn(self, path: str, error: ImdsError) -> None:
+        now = trio.current_time()
         shown = self._loggable(path)
         reason = str(error).removeprefix(f"{shown}: ")  # most messages start with the path
         value = self._values.get(path)
@@ -305,6 +355,7 @@ class CacheStatistics:
     fetches: int = 0
     evictions: int = 0
     pushed_changes: int = 0  # paths the service's change feed reported
+    background_failures: int = 0  # read-ahead and prefetch reads that failed
 
 
 @dataclass
@@ -317,6 +368,7 @@ class _Failure:
     kind: type[ImdsError]
     message: str
     retry_at: float  # trio clock
+    warned: bool = True  # False: found by a background read, not yet warned about
 
     def error(self) -> ImdsError:
         return self.kind(self.message)

@@ -185,9 +185,10 @@ class MetadataTree:
 
     # --- directories ----------------------------------------------------------------------
 
-    async def children(self, directory: Node) -> list[Node]:
-        """The current entries of *directory*, from its (cached) listing."""
-        nodes = list((await self._listing(directory)).nodes.values())
+    async def children(self, directory: Node, *, background: bool = False) -> list[Node]:
+        """The current entries of *directory*, from its (cached) listing; *background*: for
+        the read-ahead or prefetch, whose failures are summarised rather than logged."""
+        nodes = list((await self._listing(directory, background)).nodes.values())
         if directory.inode == ROOT_INODE:
             nodes += [node for node in await self._root_extras() if node not in nodes]
         return nodes
@@ -201,9 +202,9 @@ class MetadataTree:
             raise NotFound(self._loggable(directory.path + name))
         return node
 
-    async def _listing(self, directory: Node) -> _Listing:
+    async def _listing(self, directory: Node, background: bool = False) -> _Listing:
         """The parsed listing, parsed (and its nodes registered) once per listing body."""
-        body = (await self.cache.get(directory.path)).body
+        body = (await self.cache.get(directory.path, background=background)).body
         listing = self._listings.get(directory.inode)
         if listing is None or listing.body is not body:  # same bytes object: same listing
             parsed = self._provider.parse_listing(body, directory.path, limit=self.max_nodes)
@@ -237,13 +238,13 @@ class MetadataTree:
 
     # --- values ---------------------------------------------------------------------------
 
-    async def stat(self, node: Node) -> NodeStat:
+    async def stat(self, node: Node, *, background: bool = False) -> NodeStat:
         """The node with its current value. A file's value is fetched (raising if it is gone or
         failing); a directory reports its listing only if cached, since its size is not its
         listing's and fetching it would cost a request per subdirectory."""
         listed_until = self._listed_until(node)
         if node.kind is NodeKind.FILE:
-            value = await self.cache.get(node.path)
+            value = await self.cache.get(node.path, background=background)
             return NodeStat(node, value, self._version_of(node, value), listed_until)
         if node.kind is NodeKind.DIRECTORY:
             return NodeStat(node, self.cache.peek(node.path), listed_until=listed_until)
@@ -270,8 +271,8 @@ class MetadataTree:
         self._start_read_ahead(children)
 
         async def fetch(node: Node) -> None:
-            try:
-                stats[node.inode] = await self.stat(node)
+            try:  # a size nobody named: its failure is summarised, not logged by path
+                stats[node.inode] = await self.stat(node, background=True)
             except NotFound:
                 gone.add(node.inode)
             except ImdsError as exc:  # the cache already warned, once per failing path
@@ -397,7 +398,7 @@ class MetadataTree:
     async def _warm(self, directory: Node) -> None:
         try:
             async with self._read_ahead_slots:
-                children = await self.children(directory)
+                children = await self.children(directory, background=True)
             async with trio.open_nursery() as nursery:
                 for node in children[:MAX_SIZES_PER_LISTING]:
                     if node.kind is NodeKind.FILE:
@@ -412,7 +413,7 @@ class MetadataTree:
     async def _warm_file(self, node: Node) -> None:
         try:
             async with self._read_ahead_slots:
-                await self.cache.get(node.path)
+                await self.cache.get(node.path, background=True)
         except ImdsError as exc:
             log.debug("read-ahead of %s skipped: %s", self._loggable(node.path), exc)
         except Exception:  # a bug here must not take the mount down with it
@@ -431,11 +432,11 @@ class MetadataTree:
             nonlocal fetched
             try:
                 if node.kind is NodeKind.FILE:
-                    await self.cache.get(node.path)
+                    await self.cache.get(node.path, background=True)
                     fetched += 1
                 elif node.kind is NodeKind.DIRECTORY:
-                    children = await self.children(node)  # outside the nursery: its errors
-                    async with trio.open_nursery() as nursery:  # would come out as a group
+                    children = await self.children(node, background=True)  # outside the
+                    async with trio.open_nursery() as nursery:  # nursery: errors grouped
                         for child in children:
                             nursery.start_soon(walk, child)
             except ImdsError as exc:

@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -376,4 +377,24 @@ def test_a_credential_served_as_a_directory_is_secret_and_never_logged(
     log = mounted.log()
     for secret in secrets:
         assert str(secret) not in log
+    assert_alive(mounted)
+
+
+def test_an_outage_is_logged_per_path_a_reader_asked_for_and_summarised_for_the_rest(
+    make_mount: MakeMount, emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator, *FAST)
+    os.listdir(mounted.path)  # the read-ahead warms every directory one level down
+    time.sleep(0.5)
+    emulator.faults.error_rate = 1.0  # the outage
+    mounted.process.send_signal(signal.SIGHUP)  # a reload drops every value
+    time.sleep(0.3)
+    for name in ("instance-id", "ami-id"):
+        (mounted.path / name).read_bytes()  # the last good values, served stale
+    os.listdir(mounted.path / "placement")
+    time.sleep(1.0)
+    warnings = [line for line in mounted.log().splitlines() if " WARNING " in line]
+    asked = [line for line in warnings if "reading ahead" not in line]
+    assert len(asked) <= 4, "\n".join(warnings)  # instance-id, ami-id, placement/ (and /)
+    assert len([line for line in warnings if "reading ahead" in line]) <= 1
     assert_alive(mounted)

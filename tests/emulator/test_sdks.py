@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import urllib3
 from botocore.utils import InstanceMetadataFetcher  # type: ignore[import-untyped]
 from ec2_metadata import EC2Metadata
 
@@ -123,3 +124,24 @@ def test_ec2_metadata_sees_a_spot_interruption(emulator: Emulator) -> None:
 def test_ec2_metadata_reports_missing_user_data_as_none(emulator: Emulator) -> None:
     emulator.delete("user-data")
     assert ec2_metadata(emulator).user_data is None
+
+
+def test_ec2_metadata_reads_the_role_credentials(emulator: Emulator) -> None:
+    """The package finds the role by the instance profile's name, as for profiles the
+    console creates: the default instance names both alike."""
+    credentials = ec2_metadata(emulator).iam_security_credentials
+    assert credentials is not None
+    expected = json.loads(emulator.get_bytes(ROLE))
+    assert credentials["AccessKeyId"] == expected["AccessKeyId"]
+    assert credentials["SecretAccessKey"] == expected["SecretAccessKey"]
+
+
+def test_ec2_metadata_cannot_find_a_role_named_unlike_its_profile(emulator: Emulator) -> None:
+    """A profile made outside the console may name its role otherwise; the package assumes
+    they match, and finds no credentials. The emulator serves such an instance too."""
+    info = json.loads(emulator.get_bytes("meta-data/iam/info"))
+    info["InstanceProfileArn"] = info["InstanceProfileArn"].rsplit("/", 1)[0] + "/other-profile"
+    emulator.set("meta-data/iam/info", json.dumps(info))
+    metadata = ec2_metadata(emulator)
+    with pytest.raises(urllib3.exceptions.HTTPError, match="HTTP 404"):
+        metadata.iam_security_credentials  # noqa: B018 (the property does the request)
