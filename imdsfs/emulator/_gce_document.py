@@ -199,7 +199,9 @@ class GceDocument:
         segments = _segments(path)
         if not segments:
             raise ValueError("the root cannot be replaced: set its children")
-        parsed = _parse(value, "<set>", "/" + "/".join(segments), segments[-1], named=False)
+        # A mapping set as ``attributes`` or ``service-accounts`` holds names, not fields.
+        named = json_key(segments[-1]) in _NAMED_CHILDREN
+        parsed = _parse(value, "<set>", "/" + "/".join(segments), segments[-1], named=named)
         container, key = self._place(segments, create=True)
         if isinstance(container, list):
             index = int(key)

@@ -434,6 +434,9 @@ def test_set_and_delete_change_what_is_served(gce_emulator: GceEmulator) -> None
     assert get(gce_emulator, "instance/attributes/team").status_code == 404
     with pytest.raises(KeyError):
         gce_emulator.delete("instance/attributes/team")
+    # Attribute names are names: both spellings of the ssh keys may be there, as on GCE.
+    gce_emulator.set("instance/attributes", {"sshKeys": "a:key", "ssh-keys": "b:key"})
+    assert get(gce_emulator, "instance/attributes/").content == b"ssh-keys\nsshKeys\n"
     with pytest.raises(ValueError, match="is a leaf"):
         gce_emulator.set("instance/id/below", "x")
     with pytest.raises(ValueError, match="next index"):
