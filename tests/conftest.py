@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from imdsfs import ClientConfig, ImdsClient
-from imdsfs.emulator import Emulator, ManualClock
+from imdsfs.emulator import Emulator, GceEmulator, ManualClock
 from imdsfs.testing import MountNotReady, MountProcess
 
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -109,6 +109,52 @@ def imds_request(
 def imds_get(emu: Emulator, path: str, token: bool | str = True) -> httpx.Response:
     """``GET path`` with a fresh token (``token=True``), a given one, or none (False)."""
     return imds_request(emu, path, token=token)
+
+
+# --- the GCE metadata server ------------------------------------------------------------------
+
+GCE_ROOT = "/computeMetadata/v1/"
+FLAVOR = {"Metadata-Flavor": "Google"}
+MakeGceEmulator = Callable[..., GceEmulator]
+
+
+@pytest.fixture
+def gce_emulator() -> Iterator[GceEmulator]:
+    """The packaged GCE instance on a free port; stopped afterwards."""
+    with GceEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def make_gce_emulator() -> Iterator[MakeGceEmulator]:
+    """``make_gce_emulator(**GceEmulator kwargs)`` starts one; all are stopped afterwards."""
+    started: list[GceEmulator] = []
+
+    def make(*args: Any, **kwargs: Any) -> GceEmulator:
+        emu = GceEmulator(*args, **kwargs)
+        emu.start()
+        started.append(emu)
+        return emu
+
+    yield make
+    for emu in started:
+        emu.stop()
+
+
+def gce_request(
+    emu: GceEmulator,
+    path: str,
+    *,
+    method: str = "GET",
+    flavor: bool = True,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 5.0,
+) -> httpx.Response:
+    """One request to ``emu``: ``path`` relative to /computeMetadata/v1/ unless it starts with
+    ``/``; with ``Metadata-Flavor: Google`` unless ``flavor`` is False. No redirects followed."""
+    url = emu.url + (path if path.startswith("/") else GCE_ROOT + path)
+    all_headers = {**(FLAVOR if flavor else {}), **(headers or {})}
+    return _client.request(method, url, headers=all_headers, timeout=timeout)
 
 
 # --- real FUSE mounts -------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""A faithful local EC2 Instance Metadata Service, for tests and demos.
+"""Faithful local instance metadata services, for tests and demos.
 
-``Emulator`` serves an ``InstanceDocument`` over real HTTP with the status codes, headers
-and byte-exact bodies of real IMDS , plus fault injection,
-scenarios (spot interruption, rebalance, maintenance, credential rotation) and request
-counters. ``imdsfs emulate`` runs it from the command line.
+``Emulator`` serves an EC2 ``InstanceDocument`` over real HTTP with the status codes, headers
+and byte-exact bodies of real IMDS, plus fault injection, scenarios (spot interruption,
+rebalance, maintenance, credential rotation) and request counters. ``GceEmulator`` does the
+same for the GCE metadata server (``/computeMetadata/v1/``: listings, recursive JSON, ETags and
+``wait_for_change`` long-polls, service-account tokens), sharing the HTTP server, faults and
+counters. ``imdsfs emulate [--provider gce]`` runs either from the command line.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from .._errors import DocumentError
 from ._command import add_arguments, run
 from ._defaults import default_document
 from ._emulator import Emulator
+from ._gce import GceEmulator, default_gce_document
+from ._gce_document import GceDocument, load_gce_document
 from ._state import Counters, Faults, ManualClock
 
 __all__ = [
@@ -20,10 +24,14 @@ __all__ = [
     "DocumentError",
     "Emulator",
     "Faults",
+    "GceDocument",
+    "GceEmulator",
     "InstanceDocument",
     "ManualClock",
     "add_arguments",
     "default_document",
+    "default_gce_document",
     "load_document",
+    "load_gce_document",
     "run",
 ]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Literal
+from urllib.parse import urlsplit
 
 from .._document import VERSIONS
 from ._instance import LiveInstance
+from ._response import Response, content_length
 from ._state import TOKEN_PATH, Counters, TokenStore
 
 __all__ = ["ImdsService", "Response", "TokenMode"]
@@ -46,22 +47,10 @@ NOT_FOUND_PAGE = (
 _TTL_VALUE = re.compile(r"[0-9]+")
 
 
-@dataclass(frozen=True)
-class Response:
-    """One answer. ``Content-Length``, ``Date``, ``Server`` and ``Connection`` are added by
-    the server; ``headers`` holds the rest, in wire order after ``Content-Type``."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = "text/plain"
-    headers: tuple[tuple[str, str], ...] = ()
-    # Hostile answers only (``Emulator.set_raw``); real IMDS sends its body at once.
-    trickle: float = 0.0  # > 0: send the body one byte at a time, this many seconds apart
-    endless: bool = False  # repeat the body until the client hangs up (no Content-Length)
-
-
 class ImdsService:
     """The IMDS behaviour of one emulated instance; its attributes may change at run time."""
+
+    server_name = "EC2ws"
 
     def __init__(
         self,
@@ -84,11 +73,13 @@ class ImdsService:
         # Real IMDS sends one Last-Modified for every leaf (boot or refresh time).
         self.last_modified = formatdate(usegmt=True)
 
-    def answer(self, method: str, path: str, headers: Mapping[str, str]) -> Response | None:
+    def answer(self, method: str, target: str, headers: Mapping[str, str]) -> Response | None:
         """The response to a request, or None for no response at all (hop limit exceeded).
 
-        ``headers`` maps lower-case header names to values.
+        ``target`` is the request target; IMDS ignores its query string. ``headers`` maps
+        lower-case header names to values.
         """
+        path = urlsplit(target).path
         override = self.overrides.get(path)
         if override is not None:
             return override
@@ -111,6 +102,18 @@ class ImdsService:
             extra.append((TTL_RESPONSE_HEADER, str(remaining)))
         content_type = "application/octet-stream" if _is_user_data(path) else "text/plain"
         return Response(200, body, content_type, tuple(extra))
+
+    def envelope(self, response: Response, date: str) -> list[tuple[str, str]]:
+        """Nitro's header order: ``Content-Type``, the answer's own headers, then
+        ``Content-Length``, ``Date``, ``Server: EC2ws`` and ``Connection: close``."""
+        return [
+            ("Content-Type", response.content_type),
+            *response.headers,
+            *content_length(response),
+            ("Date", date),
+            ("Server", self.server_name),
+            ("Connection", "close"),
+        ]
 
     def _token_endpoint(self, method: str, headers: Mapping[str, str]) -> Response | None:
         if method != "PUT":

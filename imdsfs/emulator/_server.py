@@ -1,11 +1,10 @@
-"""HTTP for the emulator: sockets, threads, header order, and the faults that are I/O.
+"""HTTP for the emulators: sockets, threads, and the faults that are I/O.
 
 Built on ``http.server``: a pool of daemon threads, each serving one connection at a time, every
-connection closed after one response (as IMDS does). What to answer comes from
-``ImdsService``; this module adds the envelope real IMDS sends (``Server: EC2ws``, ``Date``,
-``Content-Length``, ``Connection: close``) and carries out fault plans: delays that end early
-on ``stop()`` or when the client hangs up, and connection resets (RST, not FIN, via
-``SO_LINGER`` 0).
+connection closed after one response. What to answer, and the header lines around it, come from
+a ``Service`` (EC2's ``ImdsService``, GCE's ``GceService``); this module writes them and carries
+out what is about time: fault delays and long-polls (``Hold``), which end early on ``stop()`` or
+when the client hangs up, and connection resets (RST, not FIN, via ``SO_LINGER`` 0).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from socketserver import TCPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._protocol import ImdsService, Response
+from ._response import Hold, Response, Service
 from ._state import FaultPlan, Faults
 
 __all__ = ["ImdsHttpServer"]
@@ -36,19 +35,24 @@ log = logging.getLogger("imdsfs.emulator")
 _MAX_BODY = 64 * 1024
 # How often a waiting handler checks for stop() and for a client that went away.
 _POLL = 0.02
+# The longest a long-poll waits for its service between those checks (it returns sooner when
+# the value changes): 50 held requests then cost ~1000 cheap wake-ups a second, not 2500.
+_HOLD_POLL = 0.05
 
 
 class ImdsHttpServer(HTTPServer):
-    """A threaded HTTP server bound to one ``ImdsService`` and a live ``Faults`` source.
+    """A threaded HTTP server bound to one ``Service`` and a live ``Faults`` source.
 
-    Its workers are daemon threads: a stalled handler must never keep the process alive."""
+    Its workers are daemon threads: a stalled handler must never keep the process alive. The
+    pool grows to as many workers as requests are in flight (stalled ones and long-polls
+    included), so a held request never keeps another one waiting."""
 
     request_queue_size = 256  # many clients connect at once (readdir fans out)
 
     def __init__(
         self,
         address: tuple[str, int],
-        service: ImdsService,
+        service: Service,
         faults: Faults,
         rng: random.Random,
     ) -> None:
@@ -119,14 +123,14 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30  # a client that never finishes its request line does not hold a thread
 
     def version_string(self) -> str:
-        return "EC2ws"
+        return self.server.service.server_name
 
     def log_message(self, format: str, *args: Any) -> None:
         # Only the request line is ever logged; header values (tokens) never are.
         log.debug("%s - %s", self.address_string(), format % args)
 
     # http.server dispatches on do_<METHOD>; every method goes through the same rules, and
-    # the ones IMDS does not serve get their 405 from ImdsService.
+    # the ones a service does not serve get their 405 from it.
     def do_GET(self) -> None:
         self._handle()
 
@@ -148,9 +152,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if plan.status is not None:
             extra = () if plan.retry_after is None else (("Retry-After", str(plan.retry_after)),)
-            response: Response | None = Response(plan.status, headers=extra)
+            answer: Response | Hold | None = Response(plan.status, headers=extra)
         else:
-            response = self.server.service.answer(self.command, path, self._header_map())
+            answer = self.server.service.answer(self.command, self.path, self._header_map())
+        response = self._hold(answer) if isinstance(answer, Hold) else answer
         if response is None:  # hold the request until the client gives up or we stop
             self.server.service.counters.answered(record, 0)
             self._wait(math.inf)
@@ -160,16 +165,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.log_request(response.status, len(response.body))
         self._send(response)
 
+    def _hold(self, hold: Hold) -> Response | None:
+        """Wait for a long-poll's answer; None if stop() or the client hung up first."""
+        while not (self.server.stopping.is_set() or self._client_gone()):
+            left = math.inf if hold.deadline is None else hold.deadline - time.monotonic()
+            if left <= 0:
+                return hold.expire()
+            response = hold.poll(min(left, _HOLD_POLL))
+            if response is not None:
+                return response
+        return None
+
     def _send(self, response: Response) -> None:
         self.send_response_only(response.status)
-        self.send_header("Content-Type", response.content_type)
-        for name, value in response.headers:
+        for name, value in self.server.service.envelope(response, self.date_time_string()):
             self.send_header(name, value)
-        if not response.endless:  # an endless body is delimited by the close that never comes
-            self.send_header("Content-Length", str(len(response.body)))
-        self.send_header("Date", self.date_time_string())
-        self.send_header("Server", self.version_string())
-        self.send_header("Connection", "close")
         try:
             self.end_headers()
             if self.command != "HEAD":
