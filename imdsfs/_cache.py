@@ -44,7 +44,8 @@ from ._errors import (
     Unavailable,
 )
 from ._flight import SingleFlight, fallback_deadline
-from ._provider import Provider
+from ._paths import is_listing
+from ._provider import Bulk, Provider
 from ._ttl import TtlPolicy
 
 __all__ = ["CachedValue", "MetadataCache"]
@@ -225,6 +226,11 @@ class MetadataCache:
     async def _fetch(self, path: str, background: bool = False) -> CachedValue:
         self._stats.fetches += 1
         try:
+            bulk = self._bulk(path)
+            if bulk is not None:
+                value = await self._fetch_bulk(path, bulk)
+                if value is not None:
+                    return value
             response = await self._client.get(path)
         except NotFound:
             if path in self._values:
@@ -238,15 +244,43 @@ class MetadataCache:
             if isinstance(exc, Unavailable):  # no answer (or a broken one): so for others too
                 self._unanswered_until = trio.current_time() + self._holdoff
             return self._stale_or_raise(path, exc)
+        return self._fetched(path, response.body, response.fetched_at)
+
+    def _bulk(self, path: str) -> Bulk | None:
+        """The provider's one-request read of the subtree below *path*, for a directory read
+        for the first time (a cold walk); later refreshes are path by path."""
+        if not is_listing(path) or path in self._values:
+            return None
+        return self._client.bulk(path)
+
+    async def _fetch_bulk(self, path: str, bulk: Bulk) -> CachedValue | None:
+        """Every listing and value *bulk* brings, kept; the one for *path*, or None if the
+        answer could not be read (then *path* is asked for on its own)."""
+        response = await self._client.get(path, query=bulk.query)
+        try:
+            found = bulk.expand(response.body)
+        except ValueError as exc:
+            log.debug("%s: the subtree could not be read (%s)", self.provider.where(path), exc)
+            return None
+        if path not in found:
+            return None
+        self._stats.bulk_values += len(found)
+        for other, body in found.items():
+            if other != path:
+                self._fetched(other, body, response.fetched_at)
+        return self._fetched(path, found[path], response.fetched_at)
+
+    def _fetched(self, path: str, body: bytes, fetched_at: float) -> CachedValue:
+        """Keep what the service answered for *path*; tell listeners if it changed."""
         self._recovered(path)
         self._unanswered_until = -math.inf  # it answers
         previous = self._values.get(path)
-        unchanged = previous is not None and previous.body == response.body
+        unchanged = previous is not None and previous.body == body
         value = CachedValue(
             path=path,
-            body=response.body,
-            fetched_at=response.fetched_at,
-            expires_at=response.fetched_at + self._policy.ttl(path),
+            body=body,
+            fetched_at=fetched_at,
+            expires_at=fetched_at + self._policy.ttl(path),
             changed_at=previous.changed_at if previous and unchanged else time.time(),
             source="live",
         )
@@ -356,6 +390,7 @@ class CacheStatistics:
     evictions: int = 0
     pushed_changes: int = 0  # paths the service's change feed reported
     background_failures: int = 0  # read-ahead and prefetch reads that failed
+    bulk_values: int = 0  # listings and values kept from one-request subtree reads
 
 
 @dataclass

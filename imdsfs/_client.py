@@ -40,7 +40,7 @@ from ._errors import (
     Unavailable,
 )
 from ._paths import check_path
-from ._provider import Authenticator, ChangeFeed, Provider
+from ._provider import Authenticator, Bulk, ChangeFeed, Provider
 from ._settings import ClientConfig
 from ._transport import Reply, Transport
 
@@ -114,19 +114,26 @@ class ImdsClient:
         self.provider = provider or providers.create(config, environ)
         self.endpoint = self.provider.endpoint
         self._transport = Transport(config, transport)
+        self._live = transport is None  # a snapshot answers plain GETs, and never changes
         self.authenticator: Authenticator = self.provider.authenticator(self._transport)
         self._stats = ClientStatistics()
         self._random = random.Random()
 
     def change_feed(self) -> ChangeFeed | None:
         """The provider's change feed over this client's transport, or None."""
+        if not self._live:
+            return None
         return self.provider.change_feed(self._transport, self.authenticator)
+
+    def bulk(self, path: str) -> Bulk | None:
+        """The provider's one-request read of the subtree below *path*, or None."""
+        return self.provider.bulk(path) if self._live else None
 
     def loggable(self, path: str) -> str:
         """*path* as a log line may show it (names below a secret directory are not)."""
         return self.provider.secrets.loggable(path)
 
-    async def get(self, path: str) -> ImdsResponse:
+    async def get(self, path: str, *, query: str = "") -> ImdsResponse:
         """GET mount path *path*.
 
         200 → the response (but 200 with an HTML page → Unavailable, at once: not metadata).
@@ -140,9 +147,9 @@ class ImdsClient:
         try:
             check_path(path)
             if trio.current_effective_deadline() != math.inf:
-                return await self._get_with_retries(path)  # the caller's deadline rules
+                return await self._get_with_retries(path, query)  # the caller's deadline rules
             with trio.move_on_after(self.config.timeout):
-                return await self._get_with_retries(path)
+                return await self._get_with_retries(path, query)
             raise DeadlineExceeded(
                 f"{self.loggable(path)}: no answer within {self.config.timeout} s"
             )
@@ -150,8 +157,10 @@ class ImdsClient:
             self._stats.count(exc)
             raise
 
-    async def _get_with_retries(self, path: str) -> ImdsResponse:
+    async def _get_with_retries(self, path: str, query: str) -> ImdsResponse:
         url, label = self.provider.url(path), f"GET {self.provider.where(path)}"
+        if query:
+            url, label = f"{url}?{query}", f"{label}?{query}"
         deadline = trio.current_effective_deadline()
         attempt = 0
         reauthorized = False

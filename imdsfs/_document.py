@@ -31,6 +31,7 @@ __all__ = [
     "VERSIONS",
     "DocumentError",
     "InstanceDocument",
+    "decode_leaf",
     "encode_leaf",
     "load_document",
 ]
@@ -357,6 +358,15 @@ def _check_key(key: object, place: _Place) -> None:
         raise place.child(key).error('key contains "/"')
     if "\n" in key or "\r" in key:
         raise place.child(key).error("key contains a line break (it would break the listing)")
+
+
+def decode_leaf(value: object) -> bytes:
+    """The bytes `encode_leaf` wrote for a leaf; DocumentError if *value* is neither form."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, Mapping) and set(value) == {_BASE64_KEY}:
+        return _parse_base64(value, _Place("snapshot", ""))
+    raise DocumentError('expected a string or {"$base64": ...}')
 
 
 def encode_leaf(node: Node) -> object:

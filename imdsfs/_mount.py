@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,11 +30,11 @@ from . import _systemd as systemd
 from . import providers
 from ._cache import MetadataCache
 from ._client import ImdsClient
-from ._errors import MountError
+from ._errors import ConfigError, MountError
 from ._fs import FsConfig, ImdsOperations
 from ._provider import Provider
 from ._settings import ClientConfig
-from ._snapshot import SNAPSHOT_ENDPOINT, open_snapshot
+from ._snapshot import SNAPSHOT_ENDPOINT, FilesTransport, open_snapshot
 from ._tree import MetadataTree
 from ._ttl import TtlPolicy
 
@@ -79,13 +80,18 @@ def mount(options: MountOptions) -> int:
     mountpoint = os.path.abspath(options.mountpoint)
     transport = None  # the network
     if options.snapshot is not None:  # loaded now, so a bad file too fails before the fork
-        transport = open_snapshot(options.snapshot)
-        name = "ec2" if options.client.provider == providers.AUTO else options.client.provider
+        name, transport = open_snapshot(options.snapshot)
+        if options.client.provider not in (providers.AUTO, name):
+            raise ConfigError(
+                f"{options.snapshot} is a snapshot of {name}, not {options.client.provider}"
+            )
         client = replace(options.client, endpoint=SNAPSHOT_ENDPOINT, provider=name)
         options = replace(options, client=client)
     policy = TtlPolicy.from_rules(options.ttl_rules)  # a bad rule fails before anything forks
     prepare_mountpoint(mountpoint)
     provider = providers.create(options.client)  # and a bad endpoint; auto: which cloud
+    if isinstance(transport, FilesTransport):
+        transport.serve_under(urllib.parse.urlsplit(provider.url("")).path)
     if provider.detected is not None:
         log.info("provider %s: %s", provider.name, provider.detected)
     policy = TtlPolicy.from_rules(options.ttl_rules, builtin=provider.ttl_rules)

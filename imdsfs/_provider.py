@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import enum
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Authenticator",
+    "Bulk",
     "ChangeFeed",
     "Credential",
     "Listing",
@@ -101,6 +102,16 @@ class ChangeFeed(abc.ABC):
         A failure is retried inside, with backoff: it never ends the iteration."""
 
 
+@dataclass(frozen=True)
+class Bulk:
+    """A service's way to read a whole subtree in one request (GCE's ``?recursive=true``):
+    the query to add to the directory's URL, and how to turn the answer into what plain GETs
+    of each listing and value below would have returned, by mount path."""
+
+    query: str
+    expand: Callable[[bytes], dict[str, bytes]]
+
+
 class StaticHeaders(Authenticator):
     """The same headers on every request (GCE's ``Metadata-Flavor: Google``, Azure's ...)."""
 
@@ -144,6 +155,11 @@ class Provider(abc.ABC):
     def url(self, path: str) -> str:
         """The URL that answers mount path *path* (a listing ends in ``/``; the root's is
         ``""``)."""
+
+    def bulk(self, path: str) -> Bulk | None:
+        """How to read the subtree below directory *path* in one request, if the service can
+        (EC2 cannot: one request per listing and value)."""
+        return None
 
     def change_feed(self, transport: Transport, authenticator: Authenticator) -> ChangeFeed | None:
         """The service's change feed, if it has one (EC2 has none: TTLs alone)."""

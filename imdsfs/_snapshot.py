@@ -24,7 +24,7 @@ import httpx
 import trio
 
 from ._client import ImdsClient
-from ._document import InstanceDocument, encode_leaf, load_document
+from ._document import InstanceDocument, decode_leaf, encode_leaf, load_document
 from ._errors import ConfigError, DocumentError, NotFound
 from ._provider import NodeKind
 from ._settings import ClientConfig
@@ -58,7 +58,32 @@ def dump(config: ClientConfig, output: str | None, *, omit_secrets: bool = False
 
 async def _crawl_with_new_client(config: ClientConfig, omit_secrets: bool) -> Document:
     async with ImdsClient(config) as client:
-        return await crawl(client, omit_secrets=omit_secrets)
+        if client.provider.name == "ec2":  # the instance document, which the emulator loads
+            return await crawl(client, omit_secrets=omit_secrets)
+        return await crawl_files(client, omit_secrets=omit_secrets)
+
+
+async def crawl_files(client: ImdsClient, *, omit_secrets: bool = False) -> Document:
+    """Any provider's tree as ``{"provider": NAME, "files": {mount path: bytes}}``, listings
+    (``dir/``) included: what a snapshot mount serves back, path for path."""
+    files: dict[str, object] = {}
+    crawler = _Crawler(client, omit_secrets)
+
+    async def walk(path: str) -> None:
+        try:
+            body = (await client.get(path)).body
+        except NotFound:
+            return
+        files[path] = encode_leaf(body)
+        if not path or path.endswith("/"):
+            listing = client.provider.parse_listing(body, path, limit=MAX_NODES)
+            async with trio.open_nursery() as nursery:
+                for entry in listing.entries:
+                    if entry.kind is not NodeKind.SYMLINK and not crawler.skips(entry.path):
+                        nursery.start_soon(walk, entry.path)
+
+    await walk("")
+    return {"provider": client.provider.name, "files": dict(sorted(files.items()))}
 
 
 async def crawl(client: ImdsClient, *, omit_secrets: bool = False) -> Document:
@@ -142,14 +167,47 @@ def _write_private(path: str, data: bytes) -> None:
 # -- serving a snapshot ----------------------------------------------------------------------
 
 
-def open_snapshot(path: str) -> SnapshotTransport:
-    """Load and check an instance document; ConfigError with the problem's place if bad."""
+def open_snapshot(path: str) -> tuple[str, httpx.AsyncBaseTransport]:
+    """The provider a snapshot is of, and a transport serving it; ConfigError with the
+    problem's place if the file is bad."""
+    try:
+        with open(path, "rb") as file:
+            data = json.loads(file.read())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"snapshot {path}: {exc}") from None
+    log.info("serving the snapshot %s; no metadata service is asked", path)
+    if isinstance(data, dict) and "provider" in data and "files" in data:
+        return str(data["provider"]), FilesTransport(data["files"], source=path)
     try:
         document = load_document(path)
     except DocumentError as exc:
         raise ConfigError(f"snapshot {exc}") from None
-    log.info("serving the snapshot %s; IMDS is not asked", path)
-    return SnapshotTransport(document)
+    return "ec2", SnapshotTransport(document)
+
+
+class FilesTransport(httpx.AsyncBaseTransport):
+    """Answers any provider's GETs from a ``{mount path: bytes}`` snapshot: the request's URL
+    path, less the provider's root, names the file (``/computeMetadata/v1/instance/zone``)."""
+
+    def __init__(self, files: object, source: str) -> None:
+        if not isinstance(files, dict):
+            raise ConfigError(f'snapshot {source}: "files" must be an object')
+        self._files: dict[str, bytes] = {}
+        for name, value in files.items():
+            try:
+                self._files[str(name)] = decode_leaf(value)
+            except DocumentError as exc:
+                raise ConfigError(f"snapshot {source}: {name}: {exc}") from None
+        self._root = "/"
+
+    def serve_under(self, root: str) -> None:
+        """The URL path the provider puts before a mount path."""
+        self._root = root
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix(self._root)
+        body = self._files.get(path) if request.url.path.startswith(self._root) else None
+        return _response(404, b"") if body is None else _response(200, body)
 
 
 class SnapshotTransport(httpx.AsyncBaseTransport):

@@ -23,6 +23,7 @@ VOCABULARY = {
     "_ttl",
     "_provider",
     "_document",
+    "_gce_tree",
     "_logging",
     "_systemd",
 }

@@ -16,8 +16,9 @@ import pytest
 from imdsfs._snapshot import crawl
 from imdsfs.emulator import Emulator, InstanceDocument, default_document
 
-from .conftest import MakeClient, MakeEmulator, Mounted
+from .conftest import MakeClient, MakeEmulator, MakeGceEmulator, Mounted
 from .test_fs import all_leaves
+from .test_gce_mount import files_under
 
 DumpOf = Callable[[Emulator], Awaitable[dict[str, object]]]
 
@@ -176,3 +177,32 @@ def test_a_snapshot_takes_no_endpoint(tmp_path: Path, mount_base: Path) -> None:
     )
     assert result.returncode == 2
     assert b"--from-snapshot serves a file: it takes no --endpoint" in result.stderr
+
+
+def test_a_gce_snapshot_mount_serves_what_the_live_mount_served(
+    make_mount: Callable[..., Mounted], make_gce_emulator: MakeGceEmulator, tmp_path: Path
+) -> None:
+    gce = make_gce_emulator()
+    snapshot = tmp_path / "gce.json"
+    dumped = imdsfs("dump", "--provider", "gce", "--endpoint", gce.url, "-o", str(snapshot))
+    assert dumped.returncode == 0, dumped.stderr
+    assert json.loads(snapshot.read_text())["provider"] == "gce"
+    live = files_under(make_mount(gce, "--provider", "gce").path)
+    gce.stop()  # offline from here on
+
+    mounted = make_mount(None, "--from-snapshot", str(snapshot))
+    assert files_under(mounted.path) == live
+    assert len([path for path in live if path.endswith("/token")]) == 2
+    mode = (mounted.path / "instance/attributes/ssh-keys").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o400  # still a secret
+
+
+def test_a_snapshot_of_one_cloud_is_not_mounted_as_another(
+    make_gce_emulator: MakeGceEmulator, tmp_path: Path, mount_base: Path
+) -> None:
+    snapshot = tmp_path / "gce.json"
+    gce = make_gce_emulator()
+    imdsfs("dump", "--provider", "gce", "--endpoint", gce.url, "-o", str(snapshot))
+    result = imdsfs("mount", "--provider", "ec2", "--from-snapshot", str(snapshot), str(mount_base))
+    assert result.returncode == 2
+    assert b"is a snapshot of gce, not ec2" in result.stderr

@@ -27,48 +27,29 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from .._errors import DocumentError
+from .._gce_tree import (
+    ACCOUNT_ENDPOINTS,
+    JSON_LEAVES,
+    NAMED_CHILDREN,
+    compact,
+    is_directory,
+    json_key,
+    path_name,
+)
 
 __all__ = ["GceDocument", "GceNode", "Value", "load_gce_document"]
 
 Value: TypeAlias = "str | int | list[Value] | dict[str, Value]"
 Kind = Literal["directory", "leaf", "token", "identity"]
 
-# Objects whose keys are names (an attribute, an account), not GCE's camelCase fields.
-_NAMED_CHILDREN = frozenset({"attributes", "serviceAccounts", "guestAttributes"})
-# Lists served as directories of indexes even when they hold strings (or nothing yet).
-_LIST_DIRECTORIES = frozenset(
-    {
-        "accessConfigs",
-        "disks",
-        "forwardedIps",
-        "forwardedIpv6s",
-        "ipAliases",
-        "ipv6AccessConfigs",
-        "licenses",
-        "networkInterfaces",
-        "targetInstanceIps",
-    }
-)
-_JSON_LEAVES = frozenset({"tags"})
-_SERVICE_ACCOUNT_ENDPOINTS = ("identity", "token")
-_UPPER = re.compile(r"[A-Z]")
-
-
-def path_name(key: str) -> str:
-    """``machineType`` → ``machine-type``: how a path names a fixed key."""
-    return _UPPER.sub(lambda match: "-" + match.group().lower(), key)
-
-
-def json_key(name: str) -> str:
-    """``machine-type`` → ``machineType``: the key a new fixed path segment gets."""
-    first, *rest = name.split("-")
-    return first + "".join(part[:1].upper() + part[1:] for part in rest)
+_SERVICE_ACCOUNT_ENDPOINTS = ACCOUNT_ENDPOINTS
+_JSON_LEAVES = JSON_LEAVES
+_NAMED_CHILDREN = NAMED_CHILDREN
 
 
 @dataclass(frozen=True)
@@ -80,14 +61,6 @@ class GceNode:
     key: str  # the JSON key (or list index) it sits under; "" for the root
     named_children: bool  # its keys are names, kept as they are in paths
     account: str | None = None  # a service account's directory (or its token/identity): its name
-
-
-def _is_directory(key: str, value: Value) -> bool:
-    if isinstance(value, dict):
-        return True
-    if isinstance(value, list):
-        return key in _LIST_DIRECTORIES or any(isinstance(item, dict) for item in value)
-    return False
 
 
 class GceDocument:
@@ -152,14 +125,14 @@ class GceDocument:
         value = node.value
         if isinstance(value, list):
             if node.key in _JSON_LEAVES:
-                return _compact(value), True
+                return compact(value), True
             return "".join(f"{item}\n" for item in value).encode(), False
         return str(value).encode(), False
 
     def as_json(self, node: GceNode) -> bytes:
         """``?recursive=true`` on a directory, ``?alt=json`` on a leaf: compact JSON, keys
         sorted, numbers as numbers."""
-        return _compact(node.value)
+        return compact(node.value)
 
     def as_text(self, node: GceNode) -> bytes:
         """``?recursive=true&alt=text``: a ``path value`` line per value below ``node``, paths
@@ -168,7 +141,7 @@ class GceDocument:
 
     def listing_json(self, node: GceNode) -> bytes:
         """``?alt=json`` on a directory without ``recursive``: its listing as a JSON array."""
-        return _compact([line for line in self.listing(node).decode().split("\n") if line])
+        return compact([line for line in self.listing(node).decode().split("\n") if line])
 
     def leaves(self) -> dict[str, bytes]:
         """Every leaf's default bytes by its path (``instance/id``); not token or identity."""
@@ -276,14 +249,14 @@ def _children(node: GceNode) -> list[tuple[str, GceNode]]:
     found: list[tuple[str, GceNode]] = []
     if isinstance(value, list):
         for index, item in enumerate(value):
-            kind: Kind = "directory" if _is_directory(node.key, item) else "leaf"
+            kind: Kind = "directory" if is_directory(node.key, item) else "leaf"
             found.append((str(index), GceNode(kind, item, str(index), named_children=False)))
         return found
     if not isinstance(value, dict):
         return found
     for key, item in value.items():
         name = key if node.named_children else path_name(key)
-        kind = "directory" if _is_directory(key, item) else "leaf"
+        kind = "directory" if is_directory(key, item) else "leaf"
         account = key if node.key == "serviceAccounts" and kind == "directory" else None
         child = GceNode(kind, item, key, named_children=key in _NAMED_CHILDREN, account=account)
         found.append((name, child))
@@ -329,10 +302,6 @@ def _segments(path: str) -> list[str]:
     if "" in segments:
         raise ValueError(f"empty path segment in {path!r}")
     return segments
-
-
-def _compact(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
 
 def _parse(value: object, source: str, pointer: str, key: str, *, named: bool) -> Value:

@@ -18,14 +18,22 @@ import logging
 import re
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
-from typing import TypeGuard
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import trio
 
 from .._errors import ImdsError
+from .._gce_tree import NAMED_CHILDREN, children, expand, is_directory
 from .._paths import SecretRules
-from .._provider import Authenticator, ChangeFeed, Provider, StaticHeaders, check_endpoint
+from .._provider import (
+    Authenticator,
+    Bulk,
+    ChangeFeed,
+    ListingEntry,
+    Provider,
+    StaticHeaders,
+    check_endpoint,
+)
 from .._settings import ClientConfig
 from .._transport import Reply, Transport
 from .._ttl import rules
@@ -39,6 +47,8 @@ DEFAULT_HOST = "metadata.google.internal"
 FALLBACK_ENDPOINT = "http://169.254.169.254"
 ROOT = "/computeMetadata/v1/"
 FLAVOR = {"Metadata-Flavor": "Google"}
+
+_SERVICE_ACCOUNT = re.compile(r"instance/service-accounts/[^/]+/")
 
 _HOUR = 3600.0
 _LONG = 6 * _HOUR  # fixed for the life of the instance
@@ -101,6 +111,20 @@ class GceProvider(Provider):
 
     def authenticator(self, transport: Transport) -> StaticHeaders:
         return StaticHeaders(FLAVOR)
+
+    def entries_for(self, name: str, is_dir: bool, directory: str) -> Iterator[ListingEntry]:
+        """A service account's ``identity`` is not a file: it answers 400 unless asked with an
+        ``audience``, which a path cannot carry. (Its access ``token`` is a file.)"""
+        if name == "identity" and _SERVICE_ACCOUNT.fullmatch(directory):
+            return
+        yield from super().entries_for(name, is_dir, directory)
+
+    def bulk(self, path: str) -> Bulk | None:
+        """A cold directory is read with its whole subtree (``?recursive=true``), so a cold
+        ``grep -r`` costs a handful of requests, not one per file."""
+        if _SERVICE_ACCOUNT.fullmatch(path):
+            return None  # its listing also holds token and identity, which the answer lacks
+        return Bulk("recursive=true&alt=json", lambda body: expand(json.loads(body), path))
 
     def change_feed(self, transport: Transport, authenticator: Authenticator) -> ChangeFeed:
         return _GceChangeFeed(self.url(""), transport, authenticator)
@@ -176,43 +200,34 @@ class _GceChangeFeed(ChangeFeed):
 _FEED_SECONDS = 60  # what the guest agent asks for
 _FEED_BACKOFF = 0.5  # GCE answers 503 for under a second during maintenance
 _FEED_BACKOFF_MAX = 30.0
-_VERBATIM = ("attributes", "serviceAccounts")  # their keys are names, not camelCase fields
 
 
 def changed_paths(old: object, new: object) -> set[str]:
     """The mount paths that differ between two answers of ``?recursive=true``: leaves whose
     values differ, and the listings of directories that gained or lost names."""
     changed: set[str] = set()
-    _diff(old, new, (), changed, verbatim=False)
+    _diff("", old, new, "", changed, named=False)
     return changed
 
 
-def _diff(old: object, new: object, at: tuple[str, ...], out: set[str], verbatim: bool) -> None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        if old.keys() != new.keys():
-            out.add("/".join(at) + "/" if at else "")
-        for key in old.keys() | new.keys():
-            name = key if verbatim else _kebab(key)
-            _diff(old.get(key), new.get(key), (*at, name), out, key in _VERBATIM)
-    elif _is_directory_list(old) and _is_directory_list(new):
-        if len(old) != len(new):
-            out.add("/".join(at) + "/")
-        for index in range(max(len(old), len(new))):
-            before = old[index] if index < len(old) else None
-            after = new[index] if index < len(new) else None
-            _diff(before, after, (*at, str(index)), out, verbatim=False)
-    elif old != new and at:
-        out.add("/".join(at))
-        if any(isinstance(v, dict) or _is_directory_list(v) for v in (old, new)):
-            out.add("/".join(at) + "/")  # a directory came or went
-
-
-def _is_directory_list(value: object) -> TypeGuard[list[object]]:
-    """A list of objects is a directory of numbered entries (``network-interfaces/0/``); a
-    list of strings is one value (``scopes``)."""
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _kebab(key: str) -> str:
-    """``machineType`` → ``machine-type``: how recursive JSON spells a path's fixed names."""
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", key).lower()
+def _diff(key: str, old: object, new: object, path: str, out: set[str], named: bool) -> None:
+    if is_directory(key, old) and is_directory(key, new):
+        before = {name: (k, v) for name, k, v in children(key, old, named)}
+        after = {name: (k, v) for name, k, v in children(key, new, named)}
+        if before.keys() != after.keys():
+            out.add(path)
+        below = key in NAMED_CHILDREN
+        for name in before.keys() | after.keys():
+            child_key, old_child = before.get(name, (None, None))
+            new_key, new_child = after.get(name, (child_key, None))
+            child_path = (
+                f"{path}{name}/"
+                if is_directory(new_key or "", new_child)
+                or is_directory(child_key or "", old_child)
+                else f"{path}{name}"
+            )
+            _diff(new_key or child_key or "", old_child, new_child, child_path, out, below)
+    elif old != new:
+        out.add(path.rstrip("/"))
+        if path.endswith("/"):
+            out.add(path)  # a directory came or went
