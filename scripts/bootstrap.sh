@@ -23,3 +23,22 @@ if ((${#need[@]})); then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}"
 fi
+
+# cloud-init's own readers, for the tests that check a real cloud-init agrees with the
+# emulators and the mount. Unpacked from Debian's packages, never installed: an installed
+# cloud-init would run at the machine's next boot.
+CLOUD_INIT_ROOT=/var/cache/imdsfs-test/cloud-init
+if [ ! -d "$CLOUD_INIT_ROOT/usr/lib/python3/dist-packages/cloudinit" ] \
+    && [ ! -d /usr/lib/python3/dist-packages/cloudinit ] && [ "$(id -u)" -eq 0 ]; then
+    echo "bootstrap: unpacking cloud-init into $CLOUD_INIT_ROOT (not installing it)" >&2
+    download=$(mktemp -d)
+    (
+        cd "$download"
+        chmod 0777 .  # apt-get download runs as _apt
+        apt-get download -qq cloud-init python3-configobj 2>/dev/null \
+            || { apt-get update -qq && apt-get download -qq cloud-init python3-configobj; }
+        mkdir -p "$CLOUD_INIT_ROOT"
+        for deb in ./*.deb; do dpkg-deb -x "$deb" "$CLOUD_INIT_ROOT"; done
+    ) || echo "bootstrap: cloud-init could not be fetched; its tests will skip" >&2
+    rm -rf "$download"
+fi

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # make demo: the local IMDS emulator, imdsfs mounted on it in a temporary directory, a look at
-# the tree, then a clean unmount. Runs anywhere with FUSE; no EC2 needed.
+# the tree, then a clean unmount. Runs anywhere with FUSE; no cloud needed.
+# PROVIDER=gce make demo shows Google Compute Engine's tree instead of EC2's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+PROVIDER=${PROVIDER:-ec2}
 
 workdir=$(mktemp -d /tmp/imdsfs-demo.XXXXXX)
 mnt="$workdir/imds"
@@ -18,21 +20,31 @@ cleanup() {
 trap cleanup EXIT
 
 # The emulator prints its URL as its first line of output.
-coproc EMULATOR { exec "$PY" -m imdsfs emulate --port 0 2>"$workdir/emulator.log"; }
+coproc EMULATOR { exec "$PY" -m imdsfs emulate --provider "$PROVIDER" --port 0 2>"$workdir/emulator.log"; }
 emulator_pid=$EMULATOR_PID
 read -r url <&"${EMULATOR[0]}"
-echo "== emulator serving IMDS at $url"
+echo "== $PROVIDER emulator serving its metadata service at $url"
 
-"$PY" -m imdsfs mount --endpoint "$url" "$mnt"
+"$PY" -m imdsfs mount --provider "$PROVIDER" --endpoint "$url" "$mnt"
 echo "== mounted at $mnt"
 
 run() { echo; echo "\$ $*"; "$@"; }
 cd "$mnt"
 run ls -l
-run cat instance-id; echo
-run cat placement/region; echo
-run cat dynamic/instance-identity/document; echo
-run ls -l iam/security-credentials
+case "$PROVIDER" in
+ec2)
+    run cat instance-id; echo
+    run cat placement/region; echo
+    run cat dynamic/instance-identity/document; echo
+    run ls -l iam/security-credentials
+    ;;
+gce)
+    run cat instance/id; echo
+    run cat instance/zone; echo
+    run ls -l instance/service-accounts/default
+    run cat instance/network-interfaces/0/ip; echo
+    ;;
+esac
 cd /
 fusermount3 -u "$mnt"
 echo

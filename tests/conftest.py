@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
+import sys
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -252,3 +256,44 @@ def make_mount(
 def mounted(make_mount: Callable[..., Mounted], emulator: Emulator) -> Mounted:
     """The default emulator mounted with default options."""
     return make_mount(emulator)
+
+
+# -- cloud-init --------------------------------------------------------------------------------
+
+# Debian's cloud-init: installed, or unpacked (never installed) by scripts/bootstrap.sh.
+CLOUD_INIT_PLACES = (
+    Path("/usr/lib/python3/dist-packages"),
+    Path("/var/cache/imdsfs-test/cloud-init/usr/lib/python3/dist-packages"),
+)
+ImportCloudInit = Callable[[str], ModuleType]
+
+
+@pytest.fixture
+def import_cloud_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ImportCloudInit:
+    """``import_cloud_init("DataSourceGCE")``: that datasource module of Debian's cloud-init,
+    imported into this venv from an import root holding only ``cloudinit`` and ``configobj``
+    (the one dependency the venv lacks), so no other Debian module shadows the venv's. DNS
+    hijack detection (three lookups of names that must not exist) is answered as cached."""
+
+    def load(datasource: str) -> ModuleType:
+        if sys.version_info[:2] != (3, 11):
+            pytest.skip("Debian 12's cloud-init is built for Python 3.11")
+        found = [p for p in CLOUD_INIT_PLACES if (p / "cloudinit" / "sources").is_dir()]
+        if not found:
+            pytest.skip("cloud-init is missing: scripts/bootstrap.sh unpacks it (as root)")
+        root = tmp_path / "cloud-init-root"
+        root.mkdir(exist_ok=True)
+        for name in ("cloudinit", "configobj"):
+            if not (root / name).exists():
+                (root / name).symlink_to(found[0] / name)
+        monkeypatch.syspath_prepend(str(root))
+        for name in [m for m in sys.modules if m.startswith(("cloudinit", "configobj"))]:
+            monkeypatch.delitem(sys.modules, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # its 3.11-era imports
+            module = importlib.import_module(f"cloudinit.sources.{datasource}")
+            util = importlib.import_module("cloudinit.util")
+        monkeypatch.setattr(util, "_DNS_REDIRECT_IP", set())
+        return module
+
+    return load

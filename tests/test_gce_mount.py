@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
 import threading
@@ -13,7 +14,7 @@ import pytest
 
 from imdsfs.emulator import GceEmulator
 
-from .conftest import Mounted
+from .conftest import ImportCloudInit, Mounted
 
 GCE = ("--provider", "gce")
 
@@ -124,3 +125,21 @@ def test_a_cold_walk_of_the_whole_mount_costs_a_handful_of_requests(
     assert {path: files[path] for path in gce_emulator.leaves()} == gce_emulator.leaves()
     requests = [path for path in gce_emulator.counters.paths() if "wait_for_change" not in path]
     assert len(requests) <= 10, requests
+
+
+def test_cloud_init_and_the_mount_agree(
+    gce_mounted: Mounted, gce_emulator: GceEmulator, import_cloud_init: ImportCloudInit
+) -> None:
+    """cloud-init's GCE datasource, reading the same server, and the files: same values."""
+    datasource = import_cloud_init("DataSourceGCE")
+    params = importlib.import_module("cloudinit.sources").URLParams(5, 5, 0, 0)
+    url = gce_emulator.url + "/computeMetadata/v1/"
+    result = datasource.read_md(address=url, url_params=params, platform_check=False)
+    assert result["success"], result["reason"]
+    metadata, root = result["meta-data"], gce_mounted.path
+    assert metadata["instance-id"] == (root / "instance/id").read_text()
+    assert metadata["local-hostname"] == (root / "instance/hostname").read_text()
+    assert metadata["availability-zone"] == (root / "instance/zone").read_text().split("/")[-1]
+    assert result["user-data"] == (root / "instance/attributes/user-data").read_bytes()
+    keys = [(root / scope / "attributes/ssh-keys").read_text() for scope in ("instance", "project")]
+    assert metadata["public-keys-data"] == [k for text in keys for k in text.splitlines() if k]

@@ -7,10 +7,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import os
-import sys
-import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,7 +19,7 @@ from google.auth.transport.requests import Request
 
 from imdsfs.emulator import GceEmulator
 
-from ..conftest import MakeEmulator
+from ..conftest import ImportCloudInit, MakeEmulator
 
 SA = "imdsfs-demo-sa@imdsfs-demo-project.iam.gserviceaccount.com"
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
@@ -146,38 +143,10 @@ def test_google_auth_id_token_from_the_identity_endpoint(metadata: Any, request_
 
 # -- cloud-init -------------------------------------------------------------------------------
 
-DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
-
 
 @pytest.fixture
-def cloudinit_gce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """cloud-init's ``DataSourceGCE`` as Debian installs it (``apt install cloud-init``),
-    imported into this venv: an import root holding only ``cloudinit`` and ``configobj`` (the
-    one dependency the venv lacks), so no other Debian module shadows the venv's."""
-    if sys.version_info[:2] != (3, 11):
-        pytest.skip("Debian 12's cloud-init is built for Python 3.11")
-    if not (DIST_PACKAGES / "cloudinit" / "sources" / "DataSourceGCE.py").exists():
-        pytest.skip(
-            "cloud-init is not installed (apt-get install cloud-init puts it in "
-            "/usr/lib/python3/dist-packages); not in scripts/bootstrap.sh because it would "
-            "run at the next boot of a developer's machine"
-        )
-    root = tmp_path / "cloud-init-root"
-    root.mkdir()
-    for name in ("cloudinit", "configobj"):
-        (root / name).symlink_to(DIST_PACKAGES / name)
-    monkeypatch.syspath_prepend(str(root))
-    for name in [m for m in sys.modules if m.startswith(("cloudinit", "configobj"))]:
-        monkeypatch.delitem(sys.modules, name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # its 3.11-era imports
-        module = importlib.import_module("cloudinit.sources.DataSourceGCE")
-        util = importlib.import_module("cloudinit.util")
-    # read_md first checks that the address resolves, and once per process it resolves three
-    # names that must not exist, to detect DNS hijacking: DNS traffic that must not leave
-    # this machine. "No hijacking found" is the answer it would cache; 127.0.0.1 needs no DNS.
-    monkeypatch.setattr(util, "_DNS_REDIRECT_IP", set())
-    return module
+def cloudinit_gce(import_cloud_init: ImportCloudInit) -> ModuleType:
+    return import_cloud_init("DataSourceGCE")
 
 
 def test_cloud_init_reads_the_instance(
