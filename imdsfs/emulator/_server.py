@@ -19,15 +19,16 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import TCPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from ._protocol import ImdsService, Response
-from ._state import FaultPlan, Faults
+from ._protocol import Response
+from ._state import Counters, FaultPlan, Faults
 
-__all__ = ["ImdsHttpServer"]
+__all__ = ["ImdsHttpServer", "Service"]
 
 log = logging.getLogger("imdsfs.emulator")
 
@@ -36,6 +37,19 @@ log = logging.getLogger("imdsfs.emulator")
 _MAX_BODY = 64 * 1024
 # How often a waiting handler checks for stop() and for a client that went away.
 _POLL = 0.02
+
+
+class Service(Protocol):
+    """What the server needs from a cloud's rules: EC2's ``ImdsService`` and the others.
+
+    A service may also set ``server_header`` (the ``Server`` value it answers with, "" for
+    none; EC2's ``EC2ws`` otherwise) and ``wants_query`` (True: ``answer`` gets the path with
+    its query string, as Azure's rules need it; counters and faults always see the bare path).
+    """
+
+    counters: Counters
+
+    def answer(self, method: str, path: str, headers: Mapping[str, str]) -> Response | None: ...
 
 
 class ImdsHttpServer(HTTPServer):
@@ -48,7 +62,7 @@ class ImdsHttpServer(HTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        service: ImdsService,
+        service: Service,
         faults: Faults,
         rng: random.Random,
     ) -> None:
@@ -119,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30  # a client that never finishes its request line does not hold a thread
 
     def version_string(self) -> str:
-        return "EC2ws"
+        return str(getattr(self.server.service, "server_header", "EC2ws"))
 
     def log_message(self, format: str, *args: Any) -> None:
         # Only the request line is ever logged; header values (tokens) never are.
@@ -150,7 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
             extra = () if plan.retry_after is None else (("Retry-After", str(plan.retry_after)),)
             response: Response | None = Response(plan.status, headers=extra)
         else:
-            response = self.server.service.answer(self.command, path, self._header_map())
+            wants_query = getattr(self.server.service, "wants_query", False)
+            target = self.path if wants_query else path
+            response = self.server.service.answer(self.command, target, self._header_map())
         if response is None:  # hold the request until the client gives up or we stop
             self.server.service.counters.answered(record, 0)
             self._wait(math.inf)
@@ -168,7 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not response.endless:  # an endless body is delimited by the close that never comes
             self.send_header("Content-Length", str(len(response.body)))
         self.send_header("Date", self.date_time_string())
-        self.send_header("Server", self.version_string())
+        if server := self.version_string():
+            self.send_header("Server", server)
         self.send_header("Connection", "close")
         try:
             self.end_headers()
