@@ -1,26 +1,30 @@
-"""A faithful local EC2 Instance Metadata Service, for tests and demos.
+"""Faithful local metadata services, for tests and demos.
 
 ``Emulator`` serves an ``InstanceDocument`` over real HTTP with the status codes, headers
 and byte-exact bodies of real IMDS , plus fault injection,
 scenarios (spot interruption, rebalance, maintenance, credential rotation) and request
-counters. ``imdsfs emulate`` runs it from the command line.
+counters. ``AzureEmulator`` does the same for Azure IMDS. ``imdsfs emulate`` runs them from
+the command line.
 """
 
 from __future__ import annotations
 
 from .._document import InstanceDocument, load_document
 from .._errors import DocumentError
+from ._azure import AzureEmulator, ManagedIdentity
 from ._command import add_arguments, run
 from ._defaults import default_document
 from ._emulator import Emulator
 from ._state import Counters, Faults, ManualClock
 
 __all__ = [
+    "AzureEmulator",
     "Counters",
     "DocumentError",
     "Emulator",
     "Faults",
     "InstanceDocument",
+    "ManagedIdentity",
     "ManualClock",
     "add_arguments",
     "default_document",
