@@ -3,8 +3,8 @@
 ``Emulator`` serves an ``InstanceDocument`` over real HTTP with the status codes, headers
 and byte-exact bodies of real IMDS , plus fault injection,
 scenarios (spot interruption, rebalance, maintenance, credential rotation) and request
-counters. ``AzureEmulator`` does the same for Azure IMDS. ``imdsfs emulate`` runs them from
-the command line.
+counters. ``AzureEmulator`` does the same for Azure IMDS and ``OpenStackEmulator`` for Nova's
+metadata service. ``imdsfs emulate`` runs them from the command line.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ._azure import AzureEmulator, ManagedIdentity
 from ._command import add_arguments, run
 from ._defaults import default_document
 from ._emulator import Emulator
+from ._openstack import OpenStackEmulator
 from ._state import Counters, Faults, ManualClock
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "InstanceDocument",
     "ManagedIdentity",
     "ManualClock",
+    "OpenStackEmulator",
     "add_arguments",
     "default_document",
     "load_document",
