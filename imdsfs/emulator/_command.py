@@ -17,6 +17,8 @@ from types import FrameType
 
 from .._document import InstanceDocument, load_document
 from .._errors import DocumentError
+from . import _command_clouds
+from ._command_clouds import PROVIDERS
 from ._defaults import default_document
 from ._emulator import Emulator
 from ._state import Faults
@@ -27,6 +29,9 @@ log = logging.getLogger("imdsfs.emulator")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--provider", choices=PROVIDERS, default="ec2", help="which cloud's service to emulate"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=1338, help="port; 0 picks a free one")
     parser.add_argument("--instance", metavar="FILE", help="instance document (JSON)")
@@ -53,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+    if getattr(args, "provider", "ec2") != "ec2":
+        return _command_clouds.run(args, _wait_for_signal)
     try:
         document = _document(args)
     except DocumentError as error:
