@@ -428,3 +428,15 @@ def test_cloud_init_crawls_the_ec2_tree(nova: OpenStackEmulator) -> None:
     assert user_data == get(nova, "/latest/user-data").content
     assert nova.counters.count(status=500) == 0
     assert nova.counters.count(status=404) == 0
+
+
+@pytest.mark.usefixtures("loopback_only")
+def test_botocore_falls_back_to_plain_gets_on_the_404_token_answer(
+    nova: OpenStackEmulator,
+) -> None:
+    from botocore.utils import InstanceMetadataRegionFetcher  # type: ignore[import-untyped]
+
+    fetcher = InstanceMetadataRegionFetcher(timeout=2, num_attempts=1, base_url=nova.url)
+    assert fetcher.retrieve_region() == "nov"  # botocore drops the zone letter of "nova"
+    assert nova.counters.count(method="PUT", path="/latest/api/token", status=404) == 1
+    assert nova.counters.count(method="GET", status=200) == 1
