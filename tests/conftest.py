@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import warnings
@@ -258,7 +259,7 @@ def mounted(make_mount: Callable[..., Mounted], emulator: Emulator) -> Mounted:
     return make_mount(emulator)
 
 
-# -- cloud-init --------------------------------------------------------------------------------
+# -- real clients ------------------------------------------------------------------------------
 
 # Debian's cloud-init: installed, or unpacked (never installed) by scripts/bootstrap.sh.
 CLOUD_INIT_PLACES = (
@@ -267,33 +268,63 @@ CLOUD_INIT_PLACES = (
 )
 ImportCloudInit = Callable[[str], ModuleType]
 
+# Where metadata services live; a client that reached one would be talking to a real cloud
+# (or hanging). Loopback is all a test may use.
+METADATA_PREFIXES = ("169.254.", "fe80::a9fe", "fd00:ec2::", "fd00:a9fe", "100.100.100.200")
+
 
 @pytest.fixture
 def import_cloud_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ImportCloudInit:
-    """``import_cloud_init("DataSourceGCE")``: that datasource module of Debian's cloud-init,
-    imported into this venv from an import root holding only ``cloudinit`` and ``configobj``
-    (the one dependency the venv lacks), so no other Debian module shadows the venv's. DNS
-    hijack detection (three lookups of names that must not exist) is answered as cached."""
+    """``import_cloud_init("cloudinit.sources.DataSourceGCE")``: a module of Debian's
+    cloud-init, imported into this venv from an import root holding only ``cloudinit`` and
+    ``configobj`` (the one dependency the venv lacks), so no other Debian module shadows the
+    venv's; all undone after the test. Skips when cloud-init is missing; a module this
+    cloud-init does not have raises ModuleNotFoundError. DNS hijack detection (three lookups
+    of names that must not exist) is answered as if done."""
+    root = tmp_path / "cloud-init-root"
 
-    def load(datasource: str) -> ModuleType:
+    def prepare() -> None:
         if sys.version_info[:2] != (3, 11):
             pytest.skip("Debian 12's cloud-init is built for Python 3.11")
         found = [p for p in CLOUD_INIT_PLACES if (p / "cloudinit" / "sources").is_dir()]
         if not found:
             pytest.skip("cloud-init is missing: scripts/bootstrap.sh unpacks it (as root)")
-        root = tmp_path / "cloud-init-root"
-        root.mkdir(exist_ok=True)
+        root.mkdir()
         for name in ("cloudinit", "configobj"):
-            if not (root / name).exists():
-                (root / name).symlink_to(found[0] / name)
+            (root / name).symlink_to(found[0] / name)
         monkeypatch.syspath_prepend(str(root))
         for name in [m for m in sys.modules if m.startswith(("cloudinit", "configobj"))]:
             monkeypatch.delitem(sys.modules, name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # its 3.11-era imports
-            module = importlib.import_module(f"cloudinit.sources.{datasource}")
-            util = importlib.import_module("cloudinit.util")
+        util = _quiet_import("cloudinit.util")
         monkeypatch.setattr(util, "_DNS_REDIRECT_IP", set())
-        return module
+
+    def load(module: str) -> ModuleType:
+        if not root.exists():
+            prepare()
+        return _quiet_import(module)
 
     return load
+
+
+def _quiet_import(module: str) -> ModuleType:
+    """cloud-init imports modules Python deprecates (crypt): not ours to fail on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return importlib.import_module(module)
+
+
+@pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any connection to a metadata address; keep proxies out of the clients' way."""
+    connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> None:
+        host = str(address[0]) if isinstance(address, tuple) else str(address)
+        if host.startswith(METADATA_PREFIXES):
+            raise AssertionError(f"a client tried to reach a real metadata address: {host}")
+        connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

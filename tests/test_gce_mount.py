@@ -131,7 +131,7 @@ def test_cloud_init_and_the_mount_agree(
     gce_mounted: Mounted, gce_emulator: GceEmulator, import_cloud_init: ImportCloudInit
 ) -> None:
     """cloud-init's GCE datasource, reading the same server, and the files: same values."""
-    datasource = import_cloud_init("DataSourceGCE")
+    datasource = import_cloud_init("cloudinit.sources.DataSourceGCE")
     params = importlib.import_module("cloudinit.sources").URLParams(5, 5, 0, 0)
     url = gce_emulator.url + "/computeMetadata/v1/"
     result = datasource.read_md(address=url, url_params=params, platform_check=False)

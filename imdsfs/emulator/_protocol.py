@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from .._document import VERSIONS
 from ._instance import LiveInstance
-from ._response import Response, content_length
+from ._response import Response, plain_envelope
 from ._state import TOKEN_PATH, Counters, TokenStore
 
 __all__ = ["ImdsService", "Response", "TokenMode"]
@@ -104,16 +104,7 @@ class ImdsService:
         return Response(200, body, content_type, tuple(extra))
 
     def envelope(self, response: Response, date: str) -> list[tuple[str, str]]:
-        """Nitro's header order: ``Content-Type``, the answer's own headers, then
-        ``Content-Length``, ``Date``, ``Server: EC2ws`` and ``Connection: close``."""
-        return [
-            ("Content-Type", response.content_type),
-            *response.headers,
-            *content_length(response),
-            ("Date", date),
-            ("Server", self.server_name),
-            ("Connection", "close"),
-        ]
+        return plain_envelope(response, date, self.server_name)
 
     def _token_endpoint(self, method: str, headers: Mapping[str, str]) -> Response | None:
         if method != "PUT":

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from ._state import Counters
 
-__all__ = ["Hold", "Response", "Service", "content_length"]
+__all__ = ["Hold", "Response", "Service", "content_length", "plain_envelope"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,17 @@ class Service(Protocol):
 def content_length(response: Response) -> list[tuple[str, str]]:
     """The ``Content-Length`` line, or none for a body that never ends."""
     return [] if response.endless else [("Content-Length", str(len(response.body)))]
+
+
+def plain_envelope(response: Response, date: str, server: str) -> list[tuple[str, str]]:
+    """``Content-Type``, the answer's own headers, ``Content-Length``, ``Date``, ``Server``
+    (none when *server* is ""), ``Connection: close``: the order EC2's Nitro answers in, and
+    the one the services without captures of their own (Azure, Neutron's proxy) follow."""
+    return [
+        ("Content-Type", response.content_type),
+        *response.headers,
+        *content_length(response),
+        ("Date", date),
+        *([("Server", server)] if server else []),
+        ("Connection", "close"),
+    ]

@@ -146,7 +146,7 @@ def test_google_auth_id_token_from_the_identity_endpoint(metadata: Any, request_
 
 @pytest.fixture
 def cloudinit_gce(import_cloud_init: ImportCloudInit) -> ModuleType:
-    return import_cloud_init("DataSourceGCE")
+    return import_cloud_init("cloudinit.sources.DataSourceGCE")
 
 
 def test_cloud_init_reads_the_instance(
