@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import stat
 import threading
@@ -143,3 +144,16 @@ def test_cloud_init_and_the_mount_agree(
     assert result["user-data"] == (root / "instance/attributes/user-data").read_bytes()
     keys = [(root / scope / "attributes/ssh-keys").read_text() for scope in ("instance", "project")]
     assert metadata["public-keys-data"] == [k for text in keys for k in text.splitlines() if k]
+
+
+def test_a_rotated_token_shows_within_two_seconds(
+    gce_mounted: Mounted, gce_emulator: GceEmulator
+) -> None:
+    """Tokens are not in the change feed (the server mints them per request): their TTL is."""
+    token = gce_mounted.path / "instance/service-accounts/default/token"
+    before = json.loads(token.read_bytes())["access_token"]
+    gce_emulator.rotate_tokens()
+    rotated_at = time.monotonic()
+    while json.loads(token.read_bytes())["access_token"] == before:
+        assert time.monotonic() - rotated_at < 2.0
+        time.sleep(0.05)

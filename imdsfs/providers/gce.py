@@ -54,6 +54,7 @@ _HOUR = 3600.0
 _LONG = 6 * _HOUR  # fixed for the life of the instance
 _MINUTES = 60.0  # changes through the Compute API while the instance runs
 _SECONDS = 5.0  # changes on its own, and someone may be waiting for it
+_TOKEN = 1.0
 
 
 class GceProvider(Provider):
@@ -88,6 +89,9 @@ class GceProvider(Provider):
             "project/numeric-project-id",
             "universe/**",
         ),
+        # A token's expires_in counts down each second, and a rotated token is not in the
+        # change feed (tokens are minted per request): a token file is at most 1 s old.
+        *rules(_TOKEN, "instance/service-accounts/*/token"),
         *rules(_MINUTES, "instance/service-accounts/**", "instance/network-interfaces/**"),
     )
 
