@@ -45,7 +45,7 @@ from ._errors import (
 )
 from ._flight import SingleFlight, fallback_deadline
 from ._paths import is_listing
-from ._provider import Bulk, Provider
+from ._provider import Bulk, ChangeFeed, Provider
 from ._ttl import TtlPolicy
 
 __all__ = ["CachedValue", "MetadataCache"]
@@ -98,6 +98,7 @@ class MetadataCache:
         # Until when the service counts as not answering: a reader waited out its deadline.
         self._unanswered_until = -math.inf
         self._listeners: list[Callable[[str], None]] = []
+        self._feed: ChangeFeed | None = None  # the service's, once following it
         self._next_summary = -math.inf  # when background failures may be summarised again
         self._negative: dict[str, float] = {}  # path -> when its 404 expires
         self._failures: dict[str, _Failure] = {}  # paths failing since their last success
@@ -173,6 +174,24 @@ class MetadataCache:
             return None
         return dataclasses.replace(value, source="cache")
 
+    async def refresh(self, path: str) -> None:
+        """Ask the service for *path* now, fresh or not (a watched path's turn): one request
+        however many ask at once; the outcome is kept (and told) as any fetch's is."""
+        with contextlib.suppress(ImdsError):
+            await self._flight.run(path, lambda: self._fetch(path, background=True))
+
+    def ttl(self, path: str) -> float:
+        """How long a value of *path* is served before it is asked for again."""
+        return self._policy.ttl(path)
+
+    def absent(self, path: str) -> bool:
+        """Whether the service's last answer for *path* was 404."""
+        return path in self._negative
+
+    def pushed(self, path: str) -> bool:
+        """Whether the service's change feed, running now, reports changes of *path*."""
+        return self._feed is not None and self._feed.covers(path)
+
     def invalidate(self, path: str | None = None) -> None:
         """Make ``path`` (or every path) stale, so the next ``get`` asks IMDS again.
 
@@ -211,6 +230,7 @@ class MetadataCache:
         feed = self._client.change_feed()
         if feed is None:
             return
+        self._feed = feed
         async for paths in feed.changes():
             self._stats.pushed_changes += len(paths)
             for path in paths:
@@ -233,11 +253,12 @@ class MetadataCache:
                     return value
             response = await self._client.get(path)
         except NotFound:
-            if path in self._values:
-                self._changed(path)
+            existed = path in self._values
             self._forget(path)  # gone: never serve it stale again
             self._negative[path] = trio.current_time() + self._policy.negative_ttl
             self._recovered(path)
+            if existed:
+                self._changed(path)
             raise
         except ImdsError as exc:
             self._failed(path, exc, background)
@@ -285,8 +306,8 @@ class MetadataCache:
             source="live",
         )
         self._store(value)
-        self._negative.pop(path, None)
-        if previous is not None and not unchanged:
+        appeared = self._negative.pop(path, None) is not None  # a 404 before: new now
+        if appeared or (previous is not None and not unchanged):
             self._changed(path)
         return value
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -18,12 +19,13 @@ from ._logging import error_line, setup_logging
 from ._mount import MountOptions, mount
 from ._settings import ClientConfig
 from ._snapshot import dump
+from ._wait import wait
 
 __all__ = ["main"]
 
 log = logging.getLogger("imdsfs")
 
-COMMANDS = ("mount", "dump", "stats", "emulate")
+COMMANDS = ("mount", "dump", "stats", "wait", "emulate")
 MAX_ID = 2**32 - 1  # uids and gids are 32-bit, and (u32)-1 means "none": valid ids are below
 
 
@@ -79,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     stats_parser = commands.add_parser("stats", help="print a running mount's counters")
     _add_stats_arguments(stats_parser)
     stats_parser.set_defaults(run=_run_stats)
+
+    wait_parser = commands.add_parser(
+        "wait", help="wait for a file of a mount to exist (or change), then print it"
+    )
+    _add_wait_arguments(wait_parser)
+    wait_parser.set_defaults(run=_run_wait)
 
     emulate_parser = commands.add_parser("emulate", help="serve a local IMDS emulator")
     emulator.add_arguments(emulate_parser)
@@ -276,6 +284,33 @@ def _client_config(args: argparse.Namespace, **settings: Any) -> ClientConfig:
         max_concurrency=args.max_requests,
         **settings,
     )
+
+
+def _add_wait_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("path", help="a file in a mounted imdsfs; it need not exist yet")
+    add(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up after this long: exit status 1 (default: wait for ever)",
+    )
+    add(
+        "--changed",
+        action="store_true",
+        help="wait until the value differs from the one it has now",
+    )
+
+
+def _run_wait(args: argparse.Namespace) -> int:
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout >= 0):
+        raise ConfigError("--timeout must be a number of seconds >= 0")
+    try:
+        return wait(args.path, timeout=args.timeout, changed=args.changed)
+    except KeyboardInterrupt:
+        return 130
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _run_stats(args: argparse.Namespace) -> int:

@@ -13,6 +13,14 @@ one value):
   looks the name up again and finds the newer version, if any.
 - A file whose value is not known (its inode is the node's own) has no cached size, entry
   or pages: it is read with ``direct_io`` from the bytes taken at open.
+- Only values the mount expects to keep (a TTL of an hour or more) are read through the page
+  cache; the others are read with ``direct_io``, so that a process told by ``poll()`` that
+  the value changed reads the new one after ``lseek(0)`` on the same descriptor (a page
+  cache would go on serving the old one; ``mmap`` with ``MAP_SHARED`` is refused for them).
+
+Waiting (see `_watch`): an open file polled for ``POLLPRI`` is woken when its value changes
+(``POLLPRI|POLLERR`` when it is gone), and its next read at offset 0 takes the new value. The
+watch files of ``.imdsfs/watch/`` do the same for paths that need not exist.
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ import functools
 import itertools
 import logging
 import os
+import select
 import stat
 import time
+from collections import defaultdict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
@@ -34,8 +44,10 @@ import trio
 from . import _introspect as introspect
 from ._budget import Budgets
 from ._errors import Forbidden, ImdsError, NotFound, ResponseTooLarge, Throttled
+from ._paths import CONTROL_NAME, WATCH_NAME
 from ._provider import NodeKind
 from ._tree import FileVersion, MetadataTree, Node, NodeStat
+from ._watch import Watches, WatchFile, WatchFiles
 
 __all__ = ["FsConfig", "ImdsOperations"]
 
@@ -45,6 +57,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+# A value kept at least this long is taken to last: read through the page cache.
+STABLE_TTL = 3600.0
+_READABLE = select.POLLIN | select.POLLRDNORM
 
 
 @dataclass(frozen=True)
@@ -113,11 +128,16 @@ class ImdsOperations(pyfuse3.Operations):
         self.config = config
         self._started = time.time()
         self._handles = itertools.count(1)
-        self._files: dict[int, bytes] = {}
+        self._files: dict[int, _OpenFile] = {}
         self._dirs: dict[int, _OpenDirectory] = {}
         self._budgets = Budgets(config.timeout)
         self._attached = False  # the kernel's session is up (`init`): notifications may go
+        # Its `run` refreshes the watched paths (the mount starts it).
+        self.watches = Watches(tree.cache, refreshed=self._wake_pollers)
+        self._watch_files = WatchFiles(tree.new_inode(), tree.new_inode())
+        self._pollers: defaultdict[str, set[int]] = defaultdict(set)  # path → polled fhs
         tree.add_listener(self._value_changed)
+        tree.cache.add_listener(functools.partial(self._wake_pollers, told=True))
 
     def init(self) -> None:
         """The kernel answered FUSE_INIT: from now on it may be told of changes."""
@@ -130,12 +150,42 @@ class ImdsOperations(pyfuse3.Operations):
             return
         pyfuse3.invalidate_entry_async(node.parent, os.fsencode(node.name), ignore_enoent=True)
 
+    def _wake_pollers(self, path: str, told: bool = False) -> None:
+        """*path* was asked for again, or (*told*) the cache learnt that its value changed,
+        perhaps only that it did (a change feed's news, the value not yet asked for): each
+        poller whose value is not the one now known is woken, once per poll (the kernel asks
+        `poll` again, which reports ``POLLPRI`` until the new value is read). A poll
+        notification takes no kernel lock, so it may go from inside any handler."""
+        for fh in self._pollers.get(path, ()):
+            opened = self._files[fh]
+            if opened.changed or not self._outdated(opened, unknown=told):
+                continue
+            opened.changed = True
+            if opened.handle is not None:
+                opened.handle.notify()
+                opened.handle = None
+
+    def _outdated(self, opened: _OpenFile, unknown: bool = False) -> bool:
+        """Whether the cache knows a value of the path other than the one *opened* serves
+        (gone counts, for a file), or, with no value known, what *unknown* says: after a
+        change feed's news it counts; after a failure to ask, it tells nothing."""
+        cache = self.tree.cache
+        value = cache.peek(opened.path)
+        if value is not None:
+            return value.body != opened.body
+        if cache.absent(opened.path):
+            return opened.body is not None or opened.watch_file is None
+        return unknown
+
     # --- names and attributes -------------------------------------------------------------
 
     @_handler
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        at_root = parent_inode == pyfuse3.ROOT_INODE
+        if self._is_control(parent_inode) or (at_root and name == os.fsencode(CONTROL_NAME)):
+            return self._control_lookup(parent_inode, os.fsdecode(name))
         parent = self.tree.node(parent_inode)
         with self._budgets.lookup(ctx.pid, parent_inode) as returned:
             if name in (b".", b".."):
@@ -151,6 +201,8 @@ class ImdsOperations(pyfuse3.Operations):
 
     @_handler
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if self._is_control(inode):
+            return self._control_attributes(inode)
         found = self.tree.entry(inode)
         if isinstance(found, FileVersion):  # attributes that never change: no fetch
             return self._attributes(NodeStat(found.node, None, found))
@@ -169,11 +221,16 @@ class ImdsOperations(pyfuse3.Operations):
         """Superseded file versions the kernel no longer holds are freed; nodes stay."""
         for inode, count in inode_list:
             self.tree.forget(inode, count)
+            self._watch_files.forget(inode, count)
 
     # --- directories ----------------------------------------------------------------------
 
     @_handler
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if inode in (self._watch_files.control_inode, self._watch_files.watch_inode):
+            fh = next(self._handles)
+            self._dirs[fh] = _OpenDirectory(None, ctx.pid, entries=[])  # nothing listed
+            return fh
         node = self.tree.node(inode)
         if node.kind is not NodeKind.DIRECTORY:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
@@ -197,10 +254,10 @@ class ImdsOperations(pyfuse3.Operations):
     async def _listing_snapshot(self, fh: int) -> list[NodeStat]:
         """Fetched once per open directory, so offsets stay valid while IMDS changes."""
         opened = self._dirs[fh]
-        if opened.entries is None:
+        if opened.entries is None and opened.node is not None:
             with self._budgets.listing(opened.thread, opened.node.inode):
                 opened.entries = await self.tree.stat_children(opened.node)
-        return opened.entries
+        return opened.entries or []
 
     # --- files ----------------------------------------------------------------------------
 
@@ -208,31 +265,96 @@ class ImdsOperations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
-        found = self.tree.entry(inode)
         fh = next(self._handles)
+        watch_file = self._watch_files.get(inode)
+        if watch_file is not None:
+            with self._budgets.request(ctx.pid, inode):
+                return await self._open_watch_file(fh, watch_file)
+        found = self.tree.entry(inode)
         with self._budgets.request(ctx.pid, inode):
             return await self._open(fh, found)
 
     async def _open(self, fh: int, found: Node | FileVersion) -> pyfuse3.FileInfo:
         if isinstance(found, FileVersion):
             body, exact = await self.tree.read_version(found)
-            self._files[fh] = body
-            if exact:  # bytes that never change: the page cache may keep them
-                return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+            self._files[fh] = _OpenFile(found.node.path, body)
+            if exact and self.tree.cache.ttl(found.node.path) >= STABLE_TTL:
+                return pyfuse3.FileInfo(fh=fh, keep_cache=True)  # bytes that never change
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         if found.kind is not NodeKind.FILE:
             raise pyfuse3.FUSEError(errno.EISDIR)
         value = (await self.tree.stat(found)).value
         assert value is not None  # a file's stat always carries its value
-        self._files[fh] = value.body  # the kernel has no size for this inode to trust
+        self._files[fh] = _OpenFile(found.path, value.body)  # no size the kernel may trust
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+
+    async def _open_watch_file(self, fh: int, watch_file: WatchFile) -> pyfuse3.FileInfo:
+        """A watch file serves its path's value (ENODATA while there is none), and is
+        watched from open to release, polled or not."""
+        opened = _OpenFile(watch_file.path, None, watch_file=watch_file)
+        await self._take_value(opened)
+        self._files[fh] = opened
+        self._watch_files.opened(watch_file)
+        self._start_polling(fh, opened)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     @_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self._files[fh][off : off + size]
+        opened = self._files[fh]
+        if off == 0 and opened.changed:  # reading again from the start: the new value
+            await self._take_value(opened)
+        if opened.body is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return opened.body[off : off + size]
+
+    async def _take_value(self, opened: _OpenFile) -> None:
+        """The path's current value into *opened*; a file gone keeps its last bytes."""
+        opened.changed = False
+        try:
+            opened.body = (await self.tree.cache.get(opened.path)).body
+        except NotFound:
+            if opened.watch_file is not None:
+                opened.body = None
+
+    @_handler
+    async def poll(
+        self,
+        inode: int,
+        fh: int,
+        poll_handle: pyfuse3.PollHandle | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> int:
+        """Readable while there is a value; ``POLLPRI`` once it changed, until read from
+        offset 0; ``POLLERR`` too while the file is gone."""
+        opened = self._files[fh]
+        if not opened.polled:
+            self._start_polling(fh, opened)
+            opened.changed = self._outdated(opened)  # changed since it was opened
+        if poll_handle is not None:
+            opened.handle = poll_handle  # replaces (and so drops) any older one
+        mask = _READABLE if opened.body is not None else 0
+        if opened.changed:
+            mask |= select.POLLPRI
+        if opened.watch_file is None and self.tree.cache.absent(opened.path):
+            mask |= select.POLLPRI | select.POLLERR
+        return mask
+
+    def _start_polling(self, fh: int, opened: _OpenFile) -> None:
+        opened.polled = True
+        self._pollers[opened.path].add(fh)
+        self.watches.add(opened.path)
 
     async def release(self, fh: int) -> None:
-        self._files.pop(fh, None)
+        opened = self._files.pop(fh, None)
+        if opened is None:
+            return
+        if opened.polled:
+            self._pollers[opened.path].discard(fh)
+            if not self._pollers[opened.path]:
+                del self._pollers[opened.path]
+            self.watches.discard(opened.path)
+        if opened.watch_file is not None:
+            self._watch_files.released(opened.watch_file)
 
     # --- the file system as a whole -------------------------------------------------------
 
@@ -247,6 +369,8 @@ class ImdsOperations(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         """``user.imds.*`` (see `_introspect`). Other names (``ls`` asks for ACLs and SELinux
         labels) are refused before any lookup, so they never cost a request."""
+        if self._is_control(inode):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         node = self.tree.node(inode)
         attribute = os.fsdecode(name)
         if attribute not in introspect.attribute_names(node, is_root=inode == pyfuse3.ROOT_INODE):
@@ -262,6 +386,8 @@ class ImdsOperations(pyfuse3.Operations):
 
     @_handler
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        if self._is_control(inode):
+            return []
         node = self.tree.node(inode)
         names = introspect.attribute_names(node, is_root=inode == pyfuse3.ROOT_INODE)
         return [os.fsencode(name) for name in names]
@@ -307,6 +433,43 @@ class ImdsOperations(pyfuse3.Operations):
         until = min(entry.value.expires_at, entry.listed_until)
         return max(0.0, min(until - trio.current_time(), self.config.max_kernel_timeout))
 
+    # --- .imdsfs/: the watch files --------------------------------------------------------
+
+    def _is_control(self, inode: int) -> bool:
+        files = self._watch_files
+        return inode in (files.control_inode, files.watch_inode) or files.get(inode) is not None
+
+    def _control_lookup(self, parent: int, name: str) -> pyfuse3.EntryAttributes:
+        files = self._watch_files
+        if parent == pyfuse3.ROOT_INODE:
+            return self._control_attributes(files.control_inode)
+        if parent == files.control_inode and name == WATCH_NAME:
+            return self._control_attributes(files.watch_inode)
+        if parent != files.watch_inode:
+            return self._negative_entry()
+        try:
+            found = files.lookup(name, self.tree.new_inode)
+        except NotFound:
+            return self._negative_entry()
+        return self._control_attributes(found.inode)
+
+    def _control_attributes(self, inode: int) -> pyfuse3.EntryAttributes:
+        """``.imdsfs/`` and ``watch/`` are root's directories; a watch file is as readable as
+        the file it watches (a secret's only by root), and its size is unknown (0)."""
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = inode
+        attrs.st_atime_ns = attrs.st_ctime_ns = attrs.st_mtime_ns = int(self._started * 1e9)
+        attrs.entry_timeout = attrs.attr_timeout = 0.0
+        watch_file = self._watch_files.get(inode)
+        if watch_file is None:
+            attrs.st_mode, attrs.st_nlink = stat.S_IFDIR | 0o555, 2
+            return attrs
+        secret = self.tree.cache.provider.secrets.is_secret(watch_file.path)
+        attrs.st_uid, attrs.st_gid = (0, 0) if secret else (self.config.uid, self.config.gid)
+        attrs.st_mode = stat.S_IFREG | (self.config.secret_mode if secret else 0o444)
+        attrs.st_nlink = 1
+        return attrs
+
     def _negative_entry(self) -> pyfuse3.EntryAttributes:
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = 0  # "no such name", remembered by the kernel for entry_timeout
@@ -317,11 +480,25 @@ class ImdsOperations(pyfuse3.Operations):
 @dataclass
 class _OpenDirectory:
     """An open directory: its entries are listed once, so offsets stay valid while the
-    service changes; *thread* opened it (its budget: see `Budgets`)."""
+    service changes; *thread* opened it (its budget: see `Budgets`). No node: ``.imdsfs/``,
+    which lists nothing."""
 
-    node: Node
+    node: Node | None
     thread: int
     entries: list[NodeStat] | None = None
+
+
+@dataclass
+class _OpenFile:
+    """An open file: the value it serves (taken at open, None while a watched path has
+    none) and, once polled, whether a newer one is known and the handle to wake the poller."""
+
+    path: str
+    body: bytes | None
+    watch_file: WatchFile | None = None
+    polled: bool = False
+    changed: bool = False
+    handle: pyfuse3.PollHandle | None = None
 
 
 def _mode(node: Node, secret_mode: int) -> int:

@@ -172,7 +172,7 @@ def _serve(setup: _Setup, ready: Callable[[], None]) -> None:
     ready()
     systemd.notify(f"READY=1\nSTATUS=serving {client.endpoint} at {mountpoint}")
     try:
-        trio.run(_run, client, tree, options, _mount_id(mountpoint))
+        trio.run(_run, client, operations, options, _mount_id(mountpoint))
     finally:
         # systemd keeps the last STATUS= after the unit stops: never leave "serving" there.
         systemd.notify(f"STOPPING=1\nSTATUS=stopping: unmounting {mountpoint}")
@@ -182,11 +182,13 @@ def _serve(setup: _Setup, ready: Callable[[], None]) -> None:
 
 
 async def _run(
-    client: ImdsClient, tree: MetadataTree, options: MountOptions, mount_id: str | None
+    client: ImdsClient, operations: ImdsOperations, options: MountOptions, mount_id: str | None
 ) -> None:
+    tree = operations.tree
     async with client, trio.open_nursery() as nursery:
         nursery.start_soon(_handle_signals, tree.cache)
         nursery.start_soon(tree.cache.follow_changes)  # a no-op where the service has no feed
+        nursery.start_soon(operations.watches.run)
         if mount_id is not None:
             nursery.start_soon(_end_when_detached, mount_id)
         tree.read_ahead_in(nursery)

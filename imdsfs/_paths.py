@@ -20,22 +20,30 @@ segment:
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
 from ._errors import ConfigError
 
 __all__ = [
+    "CONTROL_NAME",
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
+    "WATCH_NAME",
     "Pattern",
     "SecretRules",
     "check_path",
     "is_listing",
     "name_problem",
     "segments",
+    "watch_name",
 ]
 
+# The mount's own directory at its root, never listed (no service names a path so), and the
+# directory of watch files in it (see `_watch`).
+CONTROL_NAME = ".imdsfs"
+WATCH_NAME = "watch"
 MAX_NAME_BYTES = 255
 # Longest path a node may have: far beyond any real tree, far below what a URL may hold.
 MAX_PATH_BYTES = 8192
@@ -48,6 +56,11 @@ _UNFETCHABLE = re.compile(r"[\x00-\x1f\x7f?#%\\]")
 def is_listing(path: str) -> bool:
     """Whether *path* names a directory's listing (the root's is ``""``)."""
     return path == "" or path.endswith("/")
+
+
+def watch_name(path: str) -> str:
+    """The name of *path*'s watch file in ``.imdsfs/watch/``: *path* %-quoted, ``/`` too."""
+    return urllib.parse.quote(path, safe="")
 
 
 def segments(path: str) -> tuple[str, ...]:

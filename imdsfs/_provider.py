@@ -101,6 +101,10 @@ class ChangeFeed(abc.ABC):
         """Sets of mount paths whose values (or listings) changed, as they happen; forever.
         A failure is retried inside, with backoff: it never ends the iteration."""
 
+    def covers(self, path: str) -> bool:
+        """Whether a change of *path* is reported here (else only its TTL tells)."""
+        return True
+
 
 @dataclass(frozen=True)
 class Bulk:

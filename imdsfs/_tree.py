@@ -167,6 +167,11 @@ class MetadataTree:
         for listener in self._listeners:
             listener(self._nodes[inode])
 
+    def new_inode(self) -> int:
+        """An inode number no node or version has or will have, for the filesystem's own
+        entries (``.imdsfs/``)."""
+        return next(self._inodes)
+
     @property
     def root(self) -> Node:
         return self._nodes[ROOT_INODE]

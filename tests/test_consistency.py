@@ -10,6 +10,7 @@ against the values the emulator served.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import shutil
@@ -18,6 +19,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from imdsfs.emulator import Emulator
 
@@ -51,11 +54,15 @@ def _readers(path: Path, scratch: Path) -> dict[str, Callable[[], bytes]]:
         return target.read_bytes()
 
     def mapped() -> bytes:
+        """A private mapping: a file whose value changes is read without the page cache
+        (so that a poller sees its new value), and the kernel maps such a file only
+        privately; MAP_SHARED is refused with ENODEV (see the README)."""
         with path.open("rb") as file:
             size = os.fstat(file.fileno()).st_size
             if size == 0:
                 return b""
-            with mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ) as view:
+            flags = mmap.MAP_PRIVATE
+            with mmap.mmap(file.fileno(), 0, flags=flags, prot=mmap.PROT_READ) as view:
                 return bytes(view[:size])
 
     return {
@@ -212,3 +219,24 @@ def _timed(
     if replaced_at is not None and started > replaced_at + ttl + 1.0:
         late.append((data, started - replaced_at))
     return data
+
+
+def test_only_values_that_last_are_mapped_shared(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    """instance-id is page-cached (it lasts); credentials are read directly, so a shared
+    mapping of them is refused with ENODEV, a private one works."""
+    mounted = make_mount(emulator)
+    with (
+        (mounted.path / "instance-id").open("rb") as file,
+        mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ) as view,
+    ):
+        assert bytes(view) == emulator.get_bytes("meta-data/instance-id")
+    role = mounted.path / "iam/security-credentials/imdsfs-demo-role"
+    with role.open("rb") as file:
+        with pytest.raises(OSError) as refused:
+            mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ)
+        assert refused.value.errno == errno.ENODEV
+        flags = mmap.MAP_PRIVATE
+        with mmap.mmap(file.fileno(), 0, flags=flags, prot=mmap.PROT_READ) as view:
+            assert bytes(view) == role.read_bytes()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from imdsfs.emulator import Emulator
+from imdsfs.emulator import Emulator, GceEmulator
 
 from .conftest import Mounted
 
@@ -18,18 +21,46 @@ EXAMPLES = Path(__file__).parent.parent / "scripts" / "examples"
 FAST = ("--ttl", "**/=0.2", "--ttl", "spot/**=0.2", "--ttl", "negative=0.2")
 
 
+def script_env(mounted: Mounted) -> dict[str, str]:
+    """The mount, and this venv's imdsfs (the scripts run `imdsfs wait`)."""
+    imdsfs = str(Path(sys.executable).parent / "imdsfs")
+    return {**os.environ, "IMDS": str(mounted.path), "IMDSFS": imdsfs}
+
+
 def script(
     name: str, mounted: Mounted, *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(EXAMPLES / name), *args],
-        env={**os.environ, "IMDS": str(mounted.path)},
+        env=script_env(mounted),
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
         cwd=cwd,
     )
+
+
+@contextlib.contextmanager
+def watching(
+    name: str, mounted: Mounted, *args: str, stderr: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A watcher script running in the background, its stderr into *stderr*; at the end it
+    is killed with everything it started (an `imdsfs wait` left behind would hold the
+    mount, and the test, forever)."""
+    with stderr.open("wb") as log:
+        watcher = subprocess.Popen(
+            [str(EXAMPLES / name), *args],
+            env=script_env(mounted),
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        yield watcher
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(watcher.pid, signal.SIGKILL)
+        watcher.wait()
 
 
 def value(emulator: Emulator, path: str) -> str:
@@ -68,21 +99,14 @@ def test_spot_watcher_drains_once_the_notice_appears_and_exits(
     mounted = make_mount(emulator, *FAST)
     drained = tmp_path / "drained"
     drain = f'echo "$SPOT_ACTION $SPOT_TIME" > {drained}'
-    watcher = subprocess.Popen(
-        [str(EXAMPLES / "spot-watcher.sh"), "-i", "0.1", "--", "sh", "-c", drain],
-        env={**os.environ, "IMDS": str(mounted.path)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    log = tmp_path / "stderr"
+    with watching("spot-watcher.sh", mounted, "--", "sh", "-c", drain, stderr=log) as watcher:
         time.sleep(0.5)
         assert watcher.poll() is None, "the watcher must wait while there is no notice"
         assert not drained.exists()
         emulator.schedule_spot_interruption(after=0, action="stop")
         assert watcher.wait(timeout=15) == 0
-    finally:
-        watcher.kill()
-        _, stderr = watcher.communicate()
+    stderr = log.read_text()
     notice = json.loads(value(emulator, "spot/instance-action"))
     assert drained.read_text() == f"stop {notice['time']}\n"
     assert f"interruption notice: stop at {notice['time']}" in stderr
@@ -132,3 +156,42 @@ def test_an_instance_without_a_role_is_told_so(
     result = script("with-instance-credentials.sh", mounted, "--", "true")
     assert result.returncode == 1
     assert result.stderr == "with-instance-credentials: this instance has no IAM role\n"
+
+
+def test_spot_watcher_refuses_a_directory_that_is_not_a_mount(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(EXAMPLES / "spot-watcher.sh"), "--", "true"],
+        env={
+            **os.environ,
+            "IMDS": str(tmp_path),
+            "IMDSFS": str(Path(sys.executable).parent / "imdsfs"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "is not in an imdsfs mount" in result.stderr
+    assert "cannot wait for the notice" in result.stderr
+
+
+# --- gce-preemption-watcher.sh -----------------------------------------------------------------
+
+
+def test_gce_preemption_watcher_runs_the_command_once_preempted(
+    make_mount: Callable[..., Mounted], gce_emulator: GceEmulator, tmp_path: Path
+) -> None:
+    mounted = make_mount(gce_emulator, "--provider", "gce")
+    ran = tmp_path / "ran"
+    log = tmp_path / "stderr"
+    args = ("--", "touch", str(ran))
+    with watching("gce-preemption-watcher.sh", mounted, *args, stderr=log) as watcher:
+        time.sleep(1.5)
+        assert watcher.poll() is None, "it must wait while the VM is not preempted"
+        gce_emulator.schedule_preemption(after=0.0)
+        gce_emulator.get_bytes("instance/preempted")  # apply it now, on the emulator's clock
+        assert watcher.wait(timeout=10) == 0
+    stderr = log.read_text()
+    assert ran.exists()
+    assert "preempted; running touch" in stderr

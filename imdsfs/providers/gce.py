@@ -147,6 +147,10 @@ class _GceChangeFeed(ChangeFeed):
         self._transport = transport
         self._authenticator = authenticator
 
+    def covers(self, path: str) -> bool:
+        """Tokens are minted per request: the recursive answer never holds them."""
+        return not (_SERVICE_ACCOUNT.match(path) and path.endswith(("/token", "/identity")))
+
     async def changes(self) -> AsyncIterator[set[str]]:
         etag, previous, failures = "NONE", None, 0
         while True:

@@ -1,32 +1,26 @@
 #!/bin/sh
-# Watch for a spot interruption notice and drain before the instance goes away.
+# Wait for a spot interruption notice and drain before the instance goes away.
 #
-#   spot-watcher.sh [-i SECONDS] -- DRAIN-COMMAND [ARGS...]
+#   spot-watcher.sh -- DRAIN-COMMAND [ARGS...]
 #
-# Polls $IMDS/spot/instance-action (default mount /run/imds, every 5 s). The file appears
-# about two minutes before EC2 stops or terminates a spot instance. When it does, this logs
-# the notice, runs DRAIN-COMMAND once with SPOT_ACTION and SPOT_TIME in its environment, and
-# exits with the drain command's status. Run it as a service: Restart=no, since the drain
-# is a one-time event. imdsfs re-reads spot/ every 5 s (see --ttl), so polling is cheap.
+# Waits, with `imdsfs wait`, for $IMDS/spot/instance-action (default mount /run/imds): the
+# file appears about two minutes before EC2 stops or terminates a spot instance. No loop
+# here: the mount asks IMDS for the notice every 5 s while anyone waits (however many do),
+# and wakes the wait when it appears. Then this logs the notice, runs DRAIN-COMMAND once
+# with SPOT_ACTION and SPOT_TIME in its environment, and exits with the drain command's
+# status. Run it as a service: Restart=no, since the drain is a one-time event.
 set -u
 IMDS=${IMDS:-/run/imds}
-interval=5
+IMDSFS=${IMDSFS:-imdsfs}
 
-usage() { echo "usage: $0 [-i SECONDS] -- DRAIN-COMMAND [ARGS...]" >&2; exit 2; }
-while [ $# -gt 0 ]; do
-    case $1 in
-        -i) [ $# -ge 2 ] || usage; interval=$2; shift 2 ;;
-        --) shift; break ;;
-        *) break ;;
-    esac
-done
+usage() { echo "usage: $0 -- DRAIN-COMMAND [ARGS...]" >&2; exit 2; }
+[ "${1:-}" = "--" ] && shift
 [ $# -ge 1 ] || usage
 
-notice="$IMDS/spot/instance-action"
-# ENOENT is the normal answer (no notice); EIO while IMDS is unreachable: keep watching.
-until action=$(cat "$notice" 2>/dev/null); do
-    sleep "$interval"
-done
+if ! action=$("$IMDSFS" wait "$IMDS/spot/instance-action"); then
+    echo "spot-watcher: cannot wait for the notice (is $IMDS an imdsfs mount?)" >&2
+    exit 2
+fi
 
 # {"action": "terminate", "time": "2024-05-01T12:02:00Z"}, without needing jq.
 SPOT_ACTION=$(printf '%s' "$action" | sed -n 's/.*"action" *: *"\([^"]*\)".*/\1/p')

@@ -1,0 +1,157 @@
+"""Waiting for values to change: which paths someone waits on, kept fresh with no reader.
+
+A path is *watched* while a process waits on it: it polls (``poll``, ``select``, ``epoll``)
+a file of the mount it holds open, or holds open the path's *watch file*,
+``.imdsfs/watch/<the path, %-quoted>``, which is how ``imdsfs wait`` waits for a path that
+does not exist yet (EC2's ``spot/instance-action`` is a 404 until a notice), since no file of
+its own can stand for it then.
+
+Each watched path is asked for once per TTL by one task, however many processes wait on it,
+unless the service's change feed reports its changes anyway (GCE); the cache's listeners then
+carry a change to the waiters. Nothing waits inside the daemon: a waiting process sleeps in
+the kernel's ``poll()``, bounded by its own timeout, so no request of it is ever held.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from ._cache import MetadataCache
+from ._errors import ConfigError, NotFound
+from ._paths import check_path, is_listing
+
+__all__ = ["WatchFile", "WatchFiles", "Watches"]
+
+log = logging.getLogger(__name__)
+
+# However short a path's TTL, a watch asks no more often than this.
+MIN_INTERVAL = 0.5
+
+
+class Watches:
+    """The watched paths, each with how many wait on it, and the tasks that refresh them."""
+
+    def __init__(self, cache: MetadataCache, refreshed: Callable[[str], None]) -> None:
+        """*refreshed* is called with a path each time it has been asked for again (and
+        the cache's listeners, as ever, when its value changed)."""
+        self._cache = cache
+        self._refreshed = refreshed
+        self._waiting: collections.Counter[str] = collections.Counter()
+        self._refreshing: set[str] = set()
+        self._nursery: trio.Nursery | None = None
+        cache.add_listener(self._changed)
+
+    def add(self, path: str) -> None:
+        """One more process waits on *path*."""
+        self._waiting[path] += 1
+        self._start(path)
+
+    def discard(self, path: str) -> None:
+        """One fewer; the last one gone ends the path's refreshing."""
+        self._waiting[path] -= 1
+        if self._waiting[path] <= 0:
+            del self._waiting[path]
+
+    def paths(self) -> list[str]:
+        return sorted(self._waiting)
+
+    async def run(self) -> None:
+        """Refresh watched paths until cancelled (in the mount's nursery)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for path in self._waiting:
+                self._start(path)
+            await trio.sleep_forever()
+
+    def _start(self, path: str) -> None:
+        if self._nursery is not None and path not in self._refreshing:
+            self._refreshing.add(path)
+            self._nursery.start_soon(self._refresh, path)
+
+    async def _refresh(self, path: str) -> None:
+        """Ask for *path* every TTL while anyone waits on it (the value was just read by
+        whoever started waiting, so first wait a TTL)."""
+        try:
+            while path in self._waiting:
+                await trio.sleep(max(self._cache.ttl(path), MIN_INTERVAL))
+                if path in self._waiting and not self._cache.pushed(path):
+                    await self._cache.refresh(path)
+                    self._refreshed(path)
+        finally:
+            self._refreshing.discard(path)
+
+    def _changed(self, path: str) -> None:
+        """A watched path that appeared or vanished changes its parents' listings too: they
+        are asked for again at their next read, so the file shows at once."""
+        if path not in self._waiting:
+            return
+        parts = path.split("/")
+        for depth in range(len(parts)):
+            self._cache.invalidate("".join(part + "/" for part in parts[:depth]))
+
+
+@dataclass
+class WatchFile:
+    """The watch file of one path: an inode the kernel may hold, kept while it does."""
+
+    inode: int
+    path: str
+    lookups: int = 0
+    opened: int = 0
+
+
+class WatchFiles:
+    """The inodes of ``.imdsfs/`` and its ``watch/`` directory, and of the watch files in it,
+    which exist for as long as the kernel holds them (so a local user naming many paths
+    cannot grow the daemon past what the kernel itself keeps)."""
+
+    def __init__(self, control_inode: int, watch_inode: int) -> None:
+        self.control_inode = control_inode
+        self.watch_inode = watch_inode
+        self._by_inode: dict[int, WatchFile] = {}
+        self._by_path: dict[str, WatchFile] = {}
+
+    def lookup(self, name: str, new_inode: Callable[[], int]) -> WatchFile:
+        """The watch file called *name*; NotFound if it names no path a file could have."""
+        path = urllib.parse.unquote(name)
+        try:
+            check_path(path)
+        except ConfigError:
+            raise NotFound(f"no path {path[:300]!r} to watch") from None
+        if not path or is_listing(path):
+            raise NotFound(f"{path!r} is a directory: only files are watched")
+        found = self._by_path.get(path)
+        if found is None:
+            found = WatchFile(new_inode(), path)
+            self._by_inode[found.inode] = found
+            self._by_path[path] = found
+        found.lookups += 1
+        return found
+
+    def get(self, inode: int) -> WatchFile | None:
+        return self._by_inode.get(inode)
+
+    def forget(self, inode: int, count: int) -> None:
+        found = self._by_inode.get(inode)
+        if found is None:
+            return
+        found.lookups -= count
+        self._drop_if_unused(found)
+
+    def opened(self, found: WatchFile) -> None:
+        found.opened += 1
+
+    def released(self, found: WatchFile) -> None:
+        found.opened -= 1
+        self._drop_if_unused(found)
+
+    def _drop_if_unused(self, found: WatchFile) -> None:
+        if found.lookups <= 0 and found.opened <= 0:
+            del self._by_inode[found.inode]
+            del self._by_path[found.path]

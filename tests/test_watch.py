@@ -1,0 +1,297 @@
+"""Waiting for a change: ``poll()`` on the mount's files and ``imdsfs wait``, on a real mount.
+
+The emulator's scenarios change values the way the field does (credentials rotate and change
+length, a spot notice appears where there was a 404); the waiters are real processes or
+threads blocked in the kernel's poll().
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imdsfs.emulator import Emulator, GceEmulator
+
+from .conftest import MakeEmulator, Mounted
+
+ROLE = "iam/security-credentials/imdsfs-demo-role"
+SPOT = "spot/instance-action"
+SPOT_URL = "/latest/meta-data/spot/instance-action"
+
+
+def imdsfs_wait(*args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "imdsfs", "wait", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+    )
+
+
+def wait_until_waiting(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Until each process holds its watch file open (Python's start is slow: 100 take a
+    while, and the notice must find them all waiting)."""
+    deadline = time.monotonic() + 120
+    for process in processes:
+        fds = Path(f"/proc/{process.pid}/fd")
+        while not any("/.imdsfs/watch/" in _target(fd) for fd in fds.iterdir()):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def _target(link: Path) -> str:
+    try:
+        return os.readlink(link)
+    except FileNotFoundError:  # a descriptor closed meanwhile
+        return ""
+
+
+def poll_for_change(fd: int, seconds: float) -> tuple[list[tuple[int, int]], float]:
+    """Block in poll(POLLPRI) as a C program would; (events, seconds it took)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLPRI)
+    started = time.monotonic()
+    events = poller.poll(int(seconds * 1000))
+    return events, time.monotonic() - started
+
+
+def read_from_start(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- poll() on a file ---------------------------------------------------------------------------
+
+
+def test_a_poller_is_woken_by_a_rotation_and_reads_the_new_value_after_lseek(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    """The rotated document is longer than the first (so a stale size would truncate it)."""
+    mounted = make_mount(emulator)
+    fd = os.open(mounted.path / ROLE, os.O_RDONLY)
+    try:
+        before = read_from_start(fd)
+        poller_ready = threading.Event()
+        result: list[tuple[list[tuple[int, int]], float]] = []
+
+        def poller() -> None:
+            poller_ready.set()
+            result.append(poll_for_change(fd, 15.0))
+
+        thread = threading.Thread(target=poller)
+        thread.start()
+        poller_ready.wait()
+        time.sleep(0.3)
+        emulator.rotate_credentials()
+        rotated_at = time.monotonic()
+        expected = emulator.get_bytes(f"meta-data/{ROLE}")
+        thread.join()
+        (events, _), woken_after = result[0], time.monotonic() - rotated_at
+        assert events, "not woken"
+        assert events[0][1] & select.POLLPRI
+        assert woken_after <= 5 + 1  # the credentials' TTL, plus a second
+        after = read_from_start(fd)
+        assert after == expected != before
+    finally:
+        os.close(fd)
+
+
+def test_gce_change_feed_wakes_a_poller_at_once_whatever_the_ttl(
+    make_mount: Callable[..., Mounted], gce_emulator: GceEmulator
+) -> None:
+    """GCE reports changes itself: a poller is woken by the news, not by a refresh a TTL
+    later (the feed makes the value stale without knowing it, which must still count)."""
+    mounted = make_mount(gce_emulator, "--provider", "gce", "--ttl", "instance/**=60")
+    fd = os.open(mounted.path / "instance" / "preempted", os.O_RDONLY)
+    try:
+        assert read_from_start(fd) == b"FALSE"
+        gce_emulator.schedule_preemption(after=0.0)
+        gce_emulator.get_bytes("instance/preempted")  # apply it now, on the emulator's clock
+        events, took = poll_for_change(fd, 10.0)
+        assert events, "not woken"
+        assert events[0][1] & select.POLLPRI
+        assert took <= 2
+        assert read_from_start(fd) == b"TRUE"
+    finally:
+        os.close(fd)
+
+
+def test_a_spot_notice_wakes_a_poller_of_the_spot_listing_parent_within_its_ttl(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    """A file that does not exist cannot be polled: its watch file can (what `imdsfs wait`
+    opens), and reads ENODATA until the notice appears."""
+    mounted = make_mount(emulator)
+    watch = mounted.path / ".imdsfs" / "watch" / "spot%2Finstance-action"
+    fd = os.open(watch, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as raised:
+            os.read(fd, 100)
+        assert raised.value.errno == 61  # ENODATA: no value (yet)
+        emulator.schedule_spot_interruption(after=0.0)
+        noticed_at = time.monotonic()
+        events, _ = poll_for_change(fd, 10.0)
+        assert events, "not woken"
+        assert events[0][1] & select.POLLPRI
+        assert time.monotonic() - noticed_at <= 5 + 1
+        assert read_from_start(fd) == emulator.get_bytes(f"meta-data/{SPOT}")
+        # And the file itself shows at once: its listings were asked for again.
+        assert (mounted.path / SPOT).read_bytes() == emulator.get_bytes(f"meta-data/{SPOT}")
+    finally:
+        os.close(fd)
+
+
+def test_a_file_that_does_not_change_never_wakes_its_poller(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator, "--ttl", "instance-type=1")
+    fd = os.open(mounted.path / "instance-type", os.O_RDONLY)
+    try:
+        events, waited = poll_for_change(fd, 3.5)  # three TTLs and more
+        assert events == []
+        assert waited >= 3.4
+        # It was asked for again each TTL (watched), and found unchanged.
+        assert emulator.counters.count(path="/latest/meta-data/instance-type") >= 3
+    finally:
+        os.close(fd)
+
+
+def test_a_file_deleted_upstream_wakes_its_poller_with_pollerr(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator, "--ttl", "tags/**=1")
+    path = mounted.path / "tags/instance/Name"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        before = read_from_start(fd)
+        emulator.delete("meta-data/tags/instance/Name")
+        events, waited = poll_for_change(fd, 5.0)
+        assert events, "not woken"
+        assert events[0][1] & (select.POLLPRI | select.POLLERR) == select.POLLPRI | select.POLLERR
+        assert waited <= 1 + 1
+        assert read_from_start(fd) == before  # the last value it had, not a torn one
+    finally:
+        os.close(fd)
+
+
+def test_unpolled_files_are_not_refreshed(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator, "--ttl", "instance-type=0.5")
+    (mounted.path / "instance-type").read_bytes()
+    emulator.counters.reset()
+    time.sleep(2.0)
+    assert emulator.counters.count(path="/latest/meta-data/instance-type") == 0
+
+
+# -- imdsfs wait --------------------------------------------------------------------------------
+
+
+def test_wait_returns_the_value_of_a_path_that_appears(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator)
+    waiter = imdsfs_wait(str(mounted.path / SPOT), "--timeout", "20")
+    time.sleep(1.0)
+    assert waiter.poll() is None  # still waiting: no notice
+    emulator.schedule_spot_interruption(after=0.0)
+    noticed_at = time.monotonic()
+    stdout, stderr = waiter.communicate(timeout=20)
+    assert waiter.returncode == 0, stderr
+    assert time.monotonic() - noticed_at <= 5 + 1 + 0.5  # TTL + 1 s (+ the CLI's exit)
+    assert stdout == emulator.get_bytes(f"meta-data/{SPOT}")
+
+
+def test_wait_for_a_path_that_exists_returns_at_once(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator)
+    waiter = imdsfs_wait("instance-id", "--timeout", "5", cwd=mounted.path)
+    stdout, _ = waiter.communicate(timeout=10)
+    assert (waiter.returncode, stdout) == (0, emulator.get_bytes("meta-data/instance-id"))
+
+
+def test_wait_changed_returns_the_new_value(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator)
+    waiter = imdsfs_wait("--changed", str(mounted.path / ROLE), "--timeout", "20")
+    time.sleep(1.0)
+    assert waiter.poll() is None  # the value it has now does not count
+    emulator.rotate_credentials()
+    stdout, stderr = waiter.communicate(timeout=20)
+    assert waiter.returncode == 0, stderr
+    assert stdout == emulator.get_bytes(f"meta-data/{ROLE}")
+
+
+def test_wait_times_out_with_status_1_on_time(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator)
+    started = time.monotonic()
+    waiter = imdsfs_wait(str(mounted.path / SPOT), "--timeout", "1.5")
+    stdout, _ = waiter.communicate(timeout=10)
+    took = time.monotonic() - started
+    assert (waiter.returncode, stdout) == (1, b"")
+    assert 1.5 <= took < 4.0  # on time: the interpreter's start is the rest
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("/tmp/not-a-mount/instance-id", b"is not in an imdsfs mount"),
+        ("MOUNT", b"is a directory"),
+        ("MOUNT/placement", b"is a directory"),
+        ("MOUNT/bad%name", b"not a file path imdsfs can watch"),
+    ],
+)
+def test_wait_refuses_what_it_cannot_wait_for_with_status_2(
+    make_mount: Callable[..., Mounted], emulator: Emulator, where: str, message: bytes
+) -> None:
+    mounted = make_mount(emulator)
+    waiter = imdsfs_wait(where.replace("MOUNT", str(mounted.path)), "--timeout", "5")
+    _, stderr = waiter.communicate(timeout=10)
+    assert waiter.returncode == 2
+    assert message in stderr
+    assert stderr.count(b"\n") == 1
+
+
+def test_a_hundred_waiters_cost_what_one_does(
+    make_mount: Callable[..., Mounted], make_emulator: MakeEmulator
+) -> None:
+    """100 `imdsfs wait` processes on one path: one refresh per TTL between them, all woken
+    with the same bytes within TTL + 1 s of the notice."""
+
+    def run(waiters: int) -> tuple[set[bytes], int, bytes]:
+        emulator = make_emulator()
+        mounted = make_mount(emulator)
+        processes = [
+            imdsfs_wait(str(mounted.path / SPOT), "--timeout", "30") for _ in range(waiters)
+        ]
+        wait_until_waiting(processes)
+        emulator.counters.reset()  # from here on, the same span of time in both runs
+        time.sleep(6.0)  # a refresh or more while they wait
+        emulator.schedule_spot_interruption(after=0.0)
+        noticed_at = time.monotonic()
+        outputs = {process.communicate(timeout=30)[0] for process in processes}
+        assert time.monotonic() - noticed_at <= 5 + 1 + 3  # the last of 100 to exit, too
+        assert all(process.returncode == 0 for process in processes)
+        notice = emulator.get_bytes(f"meta-data/{SPOT}")
+        return outputs, emulator.counters.count(path=SPOT_URL), notice
+
+    _, one, _ = run(1)
+    outputs, hundred, notice = run(100)
+    assert outputs == {notice}
+    assert hundred <= one + 1  # plus one refresh at most
