@@ -42,7 +42,7 @@ from ._errors import (
 from ._paths import check_path
 from ._provider import Authenticator, Bulk, ChangeFeed, Provider
 from ._settings import ClientConfig
-from ._transport import Reply, Transport
+from ._transport import Reply, Transport, retry_after
 
 __all__ = ["ImdsClient", "ImdsResponse"]
 
@@ -113,8 +113,10 @@ class ImdsClient:
         self.config = config
         self.provider = provider or providers.create(config, environ)
         self.endpoint = self.provider.endpoint
-        self._transport = Transport(config, transport)
         self._live = transport is None  # a snapshot answers plain GETs, and never changes
+        # A snapshot is no service: nothing counts its requests.
+        rate_limit = self.provider.rate_limit if self._live else None
+        self._transport = Transport(config, transport, rate_limit=rate_limit)
         self.authenticator: Authenticator = self.provider.authenticator(self._transport)
         self._stats = ClientStatistics()
         self._random = random.Random()
@@ -165,7 +167,7 @@ class ImdsClient:
         attempt = 0
         reauthorized = False
         while True:
-            retry_after: float | None = None
+            wait: float | None = None
             credential = None
             try:
                 credential = await self.authenticator.credential()
@@ -189,9 +191,9 @@ class ImdsClient:
                 error = _status_error(self.loggable(path), reply.status)
                 if reply.status not in _RETRYABLE:
                     raise error
-                retry_after = _retry_after(reply.headers)
+                wait = retry_after(reply.headers)
             attempt += 1
-            delay = max(self._backoff(attempt), retry_after or 0.0)
+            delay = max(self._backoff(attempt), wait or 0.0)
             if attempt >= self.config.max_attempts or trio.current_time() + delay >= deadline:
                 raise error  # the real cause says more than a deadline would
             self._stats.retries += 1
@@ -217,12 +219,13 @@ class ImdsClient:
         return self._random.uniform(0, cap)
 
     def statistics(self) -> dict[str, int]:
-        """Counters: calls, requests, token_puts, retries, in_flight, max_in_flight, errors.*"""
+        """Counters: calls, requests, token_puts, retries, in_flight, max_in_flight, errors.*,
+        and rate_limited where the service has a rate limit."""
         auth = self.authenticator.statistics()
         transport = self._transport.statistics
         own = self._stats
         errors = {f"errors.{name}": getattr(own, name) for name in _ERROR_NAMES if name != "calls"}
-        return {
+        counters = {
             "calls": own.calls,
             "requests": transport.requests,
             "token_puts": auth.get("token_puts", 0),
@@ -231,6 +234,9 @@ class ImdsClient:
             "max_in_flight": transport.max_in_flight,
             **errors,
         }
+        if self._transport.rate_limited is not None:
+            counters["rate_limited"] = self._transport.rate_limited
+        return counters
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -270,12 +276,3 @@ def _status_error(path: str, status: int) -> ImdsError:
     if status in (429, 503):
         return Throttled(f"{path}: throttled (HTTP {status})")
     return Unavailable(f"{path}: HTTP {status}")
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Retry-After in seconds; the HTTP-date form is ignored (IMDS sends seconds if anything)."""
-    try:
-        seconds = float(headers.get("Retry-After", ""))
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None

@@ -3,9 +3,10 @@
 A `Provider` knows one cloud's metadata service: where it is (default endpoints and the
 environment variables its SDKs honour), how to ask (`Authenticator`: EC2's IMDSv2 token, a
 fixed header elsewhere), how mount paths map to URLs, how its listings read (EC2's
-``public-keys`` ``N=name`` quirk), which paths are secret, and how long each kind of value
-stays true. The client, cache, tree and filesystem above it use only this interface, so
-they never know which cloud they are on; a new cloud is a module in ``imdsfs/providers``.
+``public-keys`` ``N=name`` quirk), which paths are secret, how long each kind of value stays
+true, and how fast it may be asked (`RateLimit`). The client, cache, tree and filesystem
+above it use only this interface, so they never know which cloud they are on; a new cloud is
+a module in ``imdsfs/providers``.
 
 Listings all share one shape (one name per line, a trailing ``/`` for a directory): the
 generic parsing is here, and a provider only adds its quirks through `Provider.entries_for`.
@@ -24,6 +25,7 @@ import httpx
 
 from ._errors import ConfigError
 from ._paths import MAX_PATH_BYTES, SecretRules, name_problem
+from ._ratelimit import RateLimit
 from ._settings import ClientConfig
 from ._ttl import TtlRule
 
@@ -131,6 +133,8 @@ class Provider(abc.ABC):
     # Entries the mount root shows besides its listing, when they exist (EC2's dynamic/ and
     # user-data, which live beside meta-data/ rather than in it).
     root_extras: ClassVar[Sequence[ListingEntry]] = ()
+    # How many requests the service takes (Azure: 5 per second); the transport keeps to it.
+    rate_limit: ClassVar[RateLimit | None] = None
 
     def __init__(self, config: ClientConfig, environ: Mapping[str, str]) -> None:
         self.config = config

@@ -24,6 +24,7 @@ VOCABULARY = {
     "_provider",
     "_document",
     "_gce_tree",
+    "_ratelimit",
     "_logging",
     "_systemd",
 }
