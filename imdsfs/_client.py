@@ -140,6 +140,7 @@ class ImdsClient:
 
         200 → the response (but 200 with an HTML page → Unavailable, at once: not metadata).
         404 → NotFound, at once. 401 → fresh credentials and one more try, then Forbidden.
+        400 → one more try if the provider can change how it asks (Azure's api-version).
         403 → Forbidden. 429/503 → retried (honouring Retry-After), then Throttled. Other
         5xx and connection failures → retried, then Unavailable. All of it within the
         caller's deadline; with none in effect, within ``config.timeout`` → else
@@ -160,13 +161,12 @@ class ImdsClient:
             raise
 
     async def _get_with_retries(self, path: str, query: str) -> ImdsResponse:
-        url, label = self.provider.url(path), f"GET {self.provider.where(path)}"
-        if query:
-            url, label = f"{url}?{query}", f"{label}?{query}"
+        label = f"GET {self.provider.where(path)}" + (f"?{query}" if query else "")
         deadline = trio.current_effective_deadline()
         attempt = 0
-        reauthorized = False
+        reauthorized = renegotiated = False
         while True:
+            url = self._url(path, query)  # anew: the provider may have changed how it asks
             wait: float | None = None
             credential = None
             try:
@@ -188,6 +188,11 @@ class ImdsClient:
                     self.authenticator.rejected(credential)
                     self._stats.retries += 1
                     continue
+                if reply.status == 400 and not renegotiated:
+                    renegotiated = True  # Azure: an api-version the service does not have
+                    if self.provider.renegotiate(url, reply.body):
+                        self._stats.retries += 1
+                        continue
                 error = _status_error(self.loggable(path), reply.status)
                 if reply.status not in _RETRYABLE:
                     raise error
@@ -199,6 +204,12 @@ class ImdsClient:
             self._stats.retries += 1
             log.debug("%s: %s; retry %d in %.3f s", label, error, attempt, delay)
             await trio.sleep(delay)
+
+    def _url(self, path: str, query: str) -> str:
+        url = self.provider.url(path)
+        if not query:
+            return url
+        return f"{url}{'&' if '?' in url else '?'}{query}"
 
     def _response(self, path: str, reply: Reply) -> ImdsResponse:
         if _is_html(reply.headers):  # the services send HTML only with a 404

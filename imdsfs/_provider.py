@@ -2,11 +2,11 @@
 
 A `Provider` knows one cloud's metadata service: where it is (default endpoints and the
 environment variables its SDKs honour), how to ask (`Authenticator`: EC2's IMDSv2 token, a
-fixed header elsewhere), how mount paths map to URLs, how its listings read (EC2's
-``public-keys`` ``N=name`` quirk), which paths are secret, how long each kind of value stays
-true, and how fast it may be asked (`RateLimit`). The client, cache, tree and filesystem
-above it use only this interface, so they never know which cloud they are on; a new cloud is
-a module in ``imdsfs/providers``.
+fixed header elsewhere), how mount paths map to URLs (Azure's carry an api-version,
+renegotiated when refused), how its listings read (EC2's ``public-keys`` ``N=name`` quirk),
+which paths are secret, how long each kind of value stays true, and how fast it may be asked
+(`RateLimit`). The client, cache, tree and filesystem above it use only this interface, so
+they never know which cloud they are on; a new cloud is a module in ``imdsfs/providers``.
 
 Listings all share one shape (one name per line, a trailing ``/`` for a directory): the
 generic parsing is here, and a provider only adds its quirks through `Provider.entries_for`.
@@ -164,6 +164,12 @@ class Provider(abc.ABC):
         """How to read the subtree below directory *path* in one request, if the service can
         (EC2 cannot: one request per listing and value)."""
         return None
+
+    def renegotiate(self, url: str, body: bytes) -> bool:
+        """The service answered 400 with *body* to a request for *url*: whether the provider
+        now asks differently, so that one more try may succeed (Azure: an api-version the
+        service does not have, replaced by one it names). Most services' 400 is final."""
+        return False
 
     def change_feed(self, transport: Transport, authenticator: Authenticator) -> ChangeFeed | None:
         """The service's change feed, if it has one (EC2 has none: TTLs alone)."""
