@@ -4,9 +4,10 @@ A `Provider` knows one cloud's metadata service: where it is (default endpoints 
 environment variables its SDKs honour), how to ask (`Authenticator`: EC2's IMDSv2 token, a
 fixed header elsewhere), how mount paths map to URLs (Azure's carry an api-version,
 renegotiated when refused), how its listings read (EC2's ``public-keys`` ``N=name`` quirk),
-which paths are secret, how long each kind of value stays true, and how fast it may be asked
-(`RateLimit`). The client, cache, tree and filesystem above it use only this interface, so
-they never know which cloud they are on; a new cloud is a module in ``imdsfs/providers``.
+which paths are secret, how long each kind of value stays true, how many paths one request
+can read (`Bulk`), and how fast it may be asked (`RateLimit`). The client, cache, tree and
+filesystem above it use only this interface, so they never know which cloud they are on; a
+new cloud is a module in ``imdsfs/providers``.
 
 Listings all share one shape (one name per line, a trailing ``/`` for a directory): the
 generic parsing is here, and a provider only adds its quirks through `Provider.entries_for`.
@@ -106,12 +107,21 @@ class ChangeFeed(abc.ABC):
 
 @dataclass(frozen=True)
 class Bulk:
-    """A service's way to read a whole subtree in one request (GCE's ``?recursive=true``):
-    the query to add to the directory's URL, and how to turn the answer into what plain GETs
-    of each listing and value below would have returned, by mount path."""
+    """A service's way to read many paths in one request: GCE's ``?recursive=true`` (a
+    directory with its subtree), Azure's ``/metadata/instance`` (the whole document). The
+    request is for the URL of mount path *source* (None: the directory being read) with
+    *query* added; *expand* turns its answer into what each path it covers reads, by mount
+    path (a ValueError if the answer cannot be read).
+
+    Without *always*, it serves a directory's first read (a cold walk) and nothing else, and
+    a path the answer lacks is asked for on its own (GCE). With *always*, it is how every
+    path it covers is read, files and refreshes too, and a path its answer lacks does not
+    exist (Azure: there are no listings to ask for, and 5 requests per second at most)."""
 
     query: str
     expand: Callable[[bytes], dict[str, bytes]]
+    source: str | None = None
+    always: bool = False
 
 
 class StaticHeaders(Authenticator):
@@ -161,8 +171,8 @@ class Provider(abc.ABC):
         ``""``)."""
 
     def bulk(self, path: str) -> Bulk | None:
-        """How to read the subtree below directory *path* in one request, if the service can
-        (EC2 cannot: one request per listing and value)."""
+        """How to read *path* together with others in one request, if the service can (EC2
+        cannot: one request per listing and value)."""
         return None
 
     def renegotiate(self, url: str, body: bytes) -> bool:

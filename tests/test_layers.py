@@ -24,6 +24,7 @@ VOCABULARY = {
     "_provider",
     "_document",
     "_gce_tree",
+    "_azure_tree",
     "_ratelimit",
     "_logging",
     "_systemd",
@@ -31,10 +32,11 @@ VOCABULARY = {
 # What each module may import besides the vocabulary.
 ALLOWED: dict[str, set[str]] = {
     "_transport": set(),
-    "providers": {"providers.ec2", "providers.gce", "providers._detect"},
+    "providers": {"providers.ec2", "providers.gce", "providers.azure", "providers._detect"},
     "providers._detect": set(),
     "providers.ec2": {"_transport"},
     "providers.gce": {"_transport"},
+    "providers.azure": {"_transport"},
     "_client": {"_transport", "providers"},
     "_cache": {"_client"},
     "_tree": {"_cache"},
