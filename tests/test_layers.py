@@ -43,7 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "_budget": set(),
     "_introspect": {"_tree", "_cache"},
     "_fs": {"_tree", "_budget", "_introspect"},
-    "_snapshot": {"_client", "_tree"},
+    "_snapshot": {"_client", "_cache", "_tree"},
     "_fstab": set(),
     "_mount": {"_fs", "_tree", "_cache", "_client", "providers", "_snapshot"},
     "_cli": {"_mount", "_snapshot", "_introspect", "_fstab", "_fs", "providers", "emulator"},
