@@ -47,12 +47,12 @@ class RateLimiter:
         self.limit = limit
         self._places = trio.Semaphore(limit.requests)  # first come, first served
         self._paused_until = -math.inf  # trio clock
-        self.waits = 0  # requests that found every place taken
+        self.waits = 0  # requests that found every place taken, or a pause on
 
     @contextlib.asynccontextmanager
     async def place(self, label: str) -> AsyncIterator[None]:
         """Hold a place while one request (named *label* in errors) is sent and answered."""
-        if self._places.value == 0:
+        if self._places.value == 0 or self._paused_until > trio.current_time():
             self.waits += 1
         await self._places.acquire()
         try:

@@ -95,13 +95,13 @@ class Transport:
         """*label* names the request in logs and errors (a URL may hold a secret's name);
         an unanswered *credential_request* is a TokenError (EC2's hop limit).
         *read_timeout* replaces the configured one for this request."""
-        send = (method, url, headers, label, credential_request, max_body, read_timeout)
-        if self._rate is None:
-            return await self._request(*send)
-        async with self._rate.place(label):
-            reply = await self._request(*send)
-        if reply.status == 429:  # the service counted more than we did: wait as it asks
-            self._rate.pause(retry_after(reply.headers) or self._rate.limit.per)
+        rate = self._rate
+        async with rate.place(label) if rate is not None else contextlib.nullcontext():
+            reply = await self._request(
+                method, url, headers, label, credential_request, max_body, read_timeout
+            )
+        if rate is not None and reply.status == 429:  # the service counted more than we did
+            rate.pause(retry_after(reply.headers) or rate.limit.per)
         return reply
 
     @property
