@@ -51,6 +51,27 @@ _VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 _HOUR = 3600.0
 _LONG = 6 * _HOUR  # fixed for the life of the VM (a resize restarts it)
 _SECONDS = 5.0  # changes on its own, and someone may be waiting for it
+_CHANGING = ("tags", "tagsList/**")  # under compute/: set through the Azure API any time
+_FOR_LIFE = (  # under compute/
+    "azEnvironment",
+    "location",
+    "name",
+    "offer",
+    "osType",
+    "physicalZone",
+    "provider",
+    "publisher",
+    "resourceGroupName",
+    "resourceId",
+    "sku",
+    "subscriptionId",
+    "version",
+    "vmId",
+    "vmSize",
+    "zone",
+    "osProfile/**",
+    "storageProfile/imageReference/**",
+)
 
 
 class AzureProvider(Provider):
@@ -61,35 +82,8 @@ class AzureProvider(Provider):
     # First match wins; the rest (listings included) keep the default, a minute. A document
     # read refreshes every path in it, so the shortest TTL read sets how often it is asked.
     ttl_rules = (
-        *rules(
-            _SECONDS, "scheduledevents", "instance/compute/tags", "instance/compute/tagsList/**"
-        ),
-        *rules(
-            _LONG,
-            *(
-                f"instance/compute/{name}"
-                for name in (
-                    "azEnvironment",
-                    "location",
-                    "name",
-                    "offer",
-                    "osType",
-                    "physicalZone",
-                    "provider",
-                    "publisher",
-                    "resourceGroupName",
-                    "resourceId",
-                    "sku",
-                    "subscriptionId",
-                    "version",
-                    "vmId",
-                    "vmSize",
-                    "zone",
-                    "osProfile/**",
-                    "storageProfile/imageReference/**",
-                )
-            ),
-        ),
+        *rules(_SECONDS, "scheduledevents", *(f"instance/compute/{n}" for n in _CHANGING)),
+        *rules(_LONG, *(f"instance/compute/{name}" for name in _FOR_LIFE)),
     )
     rate_limit = RateLimit(5, 1.0)
 
@@ -122,7 +116,7 @@ class AzureProvider(Provider):
         """Every path but the two with URLs of their own is read from the whole document."""
         if path in ("scheduledevents", "attested/document"):
             return None
-        return Bulk("", files_from_document, source=DOCUMENT, always=True)
+        return _DOCUMENT_READ
 
     def renegotiate(self, url: str, body: bytes) -> bool:
         return self.versions.refused(url, body)
@@ -157,6 +151,9 @@ def _user_data(document: dict[str, object]) -> bytes:
     except (binascii.Error, ValueError):
         log.warning("compute/userData is not base64: no user-data file")
         return b""
+
+
+_DOCUMENT_READ = Bulk("", files_from_document, source=DOCUMENT, always=True)
 
 
 class ApiVersions:
