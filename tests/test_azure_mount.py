@@ -96,6 +96,18 @@ def test_user_data_and_the_attested_document_are_root_only(
         assert stat.S_IMODE((root / path).stat().st_mode) == 0o444, path
 
 
+def test_user_data_is_never_logged_even_with_debug(
+    make_mount: Callable[..., Mounted], azure: AzureEmulator
+) -> None:
+    mounted = make_mount(azure, *AZURE, "--debug")
+    files_under(mounted.path)
+    encoded = azure.get_json(V)["compute"]["userData"]
+    log = mounted.log()
+    assert "GET /metadata/instance/" in log  # it did log its requests
+    assert encoded[:40] not in log
+    assert base64.b64decode(encoded).decode()[:40] not in log
+
+
 def test_without_user_data_there_is_no_user_data_file(
     make_mount: Callable[..., Mounted], azure: AzureEmulator
 ) -> None:
