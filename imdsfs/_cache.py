@@ -18,6 +18,10 @@ per second, so every value is cached for the TTL its path's policy gives. Four r
   failing IMDS is not hammered. One warning per path per failure spell says what failed.
 - ``changed_at`` (the file's mtime) moves only when the bytes do, so the kernel's page cache
   can be kept across opens of an unchanged file.
+
+Where the provider reads many paths in one request (a `Bulk`: GCE's subtrees, Azure's whole
+document), every value the answer holds is kept, and reads that need the same request while
+it is under way share it, whichever of its paths they asked for.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class MetadataCache:
         self._negative: dict[str, float] = {}  # path -> when its 404 expires
         self._failures: dict[str, _Failure] = {}  # paths failing since their last success
         self._flight: SingleFlight[str, CachedValue] = SingleFlight()
+        self._bulk_flight: SingleFlight[tuple[str, str], dict[str, CachedValue]] = SingleFlight()
         self._stats = CacheStatistics()
         self._loggable = client.loggable
 
@@ -268,28 +273,45 @@ class MetadataCache:
         return self._fetched(path, response.body, response.fetched_at)
 
     def _bulk(self, path: str) -> Bulk | None:
-        """The provider's one-request read of the subtree below *path*, for a directory read
-        for the first time (a cold walk); later refreshes are path by path."""
-        if not is_listing(path) or path in self._values:
-            return None
-        return self._client.bulk(path)
+        """The provider's one-request read covering *path*: for every read where the provider
+        says so (`Bulk.always`), else for a directory read for the first time (a cold walk),
+        whose later refreshes are path by path."""
+        bulk = self._client.bulk(path)
+        if bulk is None or bulk.always:
+            return bulk
+        return bulk if is_listing(path) and path not in self._values else None
 
     async def _fetch_bulk(self, path: str, bulk: Bulk) -> CachedValue | None:
-        """Every listing and value *bulk* brings, kept; the one for *path*, or None if the
-        answer could not be read (then *path* is asked for on its own)."""
-        response = await self._client.get(path, query=bulk.query)
+        """*path*'s value from *bulk*'s answer, whose every value is kept. None when the
+        answer lacks it and *path* can be asked for on its own; NotFound when it cannot."""
+        value = self._values.get(path)
+        if value is not None and trio.current_time() < value.expires_at:
+            return value  # an answer holding it came in since this read missed
+        source = path if bulk.source is None else bulk.source
+        found = await self._bulk_flight.run(
+            (source, bulk.query), lambda: self._read_bulk(source, bulk)
+        )
+        value = found.get(path)
+        if value is None and bulk.always:
+            raise NotFound(self._loggable(path))
+        return value
+
+    async def _read_bulk(self, source: str, bulk: Bulk) -> dict[str, CachedValue]:
+        """One request for *bulk*, every value it holds kept; none when its answer cannot be
+        read and the paths can be asked for one by one."""
+        response = await self._client.get(source, query=bulk.query)
         try:
             found = bulk.expand(response.body)
         except ValueError as exc:
-            log.debug("%s: the subtree could not be read (%s)", self.provider.where(path), exc)
-            return None
-        if path not in found:
-            return None
+            reason = f"{self.provider.where(source)}: unreadable answer ({exc})"
+            if bulk.always:
+                raise Unavailable(reason) from None
+            log.debug("%s; reading its paths one by one", reason)
+            return {}
         self._stats.bulk_values += len(found)
-        for other, body in found.items():
-            if other != path:
-                self._fetched(other, body, response.fetched_at)
-        return self._fetched(path, found[path], response.fetched_at)
+        return {
+            path: self._fetched(path, body, response.fetched_at) for path, body in found.items()
+        }
 
     def _fetched(self, path: str, body: bytes, fetched_at: float) -> CachedValue:
         """Keep what the service answered for *path*; tell listeners if it changed."""

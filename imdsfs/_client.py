@@ -42,7 +42,7 @@ from ._errors import (
 from ._paths import check_path
 from ._provider import Authenticator, Bulk, ChangeFeed, Provider
 from ._settings import ClientConfig
-from ._transport import Reply, Transport
+from ._transport import Reply, Transport, retry_after
 
 __all__ = ["ImdsClient", "ImdsResponse"]
 
@@ -113,8 +113,10 @@ class ImdsClient:
         self.config = config
         self.provider = provider or providers.create(config, environ)
         self.endpoint = self.provider.endpoint
-        self._transport = Transport(config, transport)
         self._live = transport is None  # a snapshot answers plain GETs, and never changes
+        # A snapshot is no service: nothing counts its requests.
+        rate_limit = self.provider.rate_limit if self._live else None
+        self._transport = Transport(config, transport, rate_limit=rate_limit)
         self.authenticator: Authenticator = self.provider.authenticator(self._transport)
         self._stats = ClientStatistics()
         self._random = random.Random()
@@ -138,6 +140,7 @@ class ImdsClient:
 
         200 → the response (but 200 with an HTML page → Unavailable, at once: not metadata).
         404 → NotFound, at once. 401 → fresh credentials and one more try, then Forbidden.
+        400 → one more try if the provider can change how it asks (Azure's api-version).
         403 → Forbidden. 429/503 → retried (honouring Retry-After), then Throttled. Other
         5xx and connection failures → retried, then Unavailable. All of it within the
         caller's deadline; with none in effect, within ``config.timeout`` → else
@@ -158,14 +161,13 @@ class ImdsClient:
             raise
 
     async def _get_with_retries(self, path: str, query: str) -> ImdsResponse:
-        url, label = self.provider.url(path), f"GET {self.provider.where(path)}"
-        if query:
-            url, label = f"{url}?{query}", f"{label}?{query}"
+        label = f"GET {self.provider.where(path)}" + (f"?{query}" if query else "")
         deadline = trio.current_effective_deadline()
         attempt = 0
-        reauthorized = False
+        reauthorized = renegotiated = False
         while True:
-            retry_after: float | None = None
+            url = self._url(path, query)  # anew: the provider may have changed how it asks
+            wait: float | None = None
             credential = None
             try:
                 credential = await self.authenticator.credential()
@@ -186,17 +188,28 @@ class ImdsClient:
                     self.authenticator.rejected(credential)
                     self._stats.retries += 1
                     continue
+                if reply.status == 400 and not renegotiated:
+                    renegotiated = True  # Azure: an api-version the service does not have
+                    if self.provider.renegotiate(url, reply.body):
+                        self._stats.retries += 1
+                        continue
                 error = _status_error(self.loggable(path), reply.status)
                 if reply.status not in _RETRYABLE:
                     raise error
-                retry_after = _retry_after(reply.headers)
+                wait = retry_after(reply.headers)
             attempt += 1
-            delay = max(self._backoff(attempt), retry_after or 0.0)
+            delay = max(self._backoff(attempt), wait or 0.0)
             if attempt >= self.config.max_attempts or trio.current_time() + delay >= deadline:
                 raise error  # the real cause says more than a deadline would
             self._stats.retries += 1
             log.debug("%s: %s; retry %d in %.3f s", label, error, attempt, delay)
             await trio.sleep(delay)
+
+    def _url(self, path: str, query: str) -> str:
+        url = self.provider.url(path)
+        if not query:
+            return url
+        return f"{url}{'&' if '?' in url else '?'}{query}"
 
     def _response(self, path: str, reply: Reply) -> ImdsResponse:
         if _is_html(reply.headers):  # the services send HTML only with a 404
@@ -217,12 +230,13 @@ class ImdsClient:
         return self._random.uniform(0, cap)
 
     def statistics(self) -> dict[str, int]:
-        """Counters: calls, requests, token_puts, retries, in_flight, max_in_flight, errors.*"""
+        """Counters: calls, requests, token_puts, retries, in_flight, max_in_flight, errors.*,
+        and rate_limited where the service has a rate limit."""
         auth = self.authenticator.statistics()
         transport = self._transport.statistics
         own = self._stats
         errors = {f"errors.{name}": getattr(own, name) for name in _ERROR_NAMES if name != "calls"}
-        return {
+        counters = {
             "calls": own.calls,
             "requests": transport.requests,
             "token_puts": auth.get("token_puts", 0),
@@ -231,6 +245,9 @@ class ImdsClient:
             "max_in_flight": transport.max_in_flight,
             **errors,
         }
+        if self._transport.rate_limited is not None:
+            counters["rate_limited"] = self._transport.rate_limited
+        return counters
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -270,12 +287,3 @@ def _status_error(path: str, status: int) -> ImdsError:
     if status in (429, 503):
         return Throttled(f"{path}: throttled (HTTP {status})")
     return Unavailable(f"{path}: HTTP {status}")
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Retry-After in seconds; the HTTP-date form is ignored (IMDS sends seconds if anything)."""
-    try:
-        seconds = float(headers.get("Retry-After", ""))
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None

@@ -2,10 +2,12 @@
 
 A `Provider` knows one cloud's metadata service: where it is (default endpoints and the
 environment variables its SDKs honour), how to ask (`Authenticator`: EC2's IMDSv2 token, a
-fixed header elsewhere), how mount paths map to URLs, how its listings read (EC2's
-``public-keys`` ``N=name`` quirk), which paths are secret, and how long each kind of value
-stays true. The client, cache, tree and filesystem above it use only this interface, so
-they never know which cloud they are on; a new cloud is a module in ``imdsfs/providers``.
+fixed header elsewhere), how mount paths map to URLs (Azure's carry an api-version,
+renegotiated when refused), how its listings read (EC2's ``public-keys`` ``N=name`` quirk),
+which paths are secret, how long each kind of value stays true, how many paths one request
+can read (`Bulk`), and how fast it may be asked (`RateLimit`). The client, cache, tree and
+filesystem above it use only this interface, so they never know which cloud they are on; a
+new cloud is a module in ``imdsfs/providers``.
 
 Listings all share one shape (one name per line, a trailing ``/`` for a directory): the
 generic parsing is here, and a provider only adds its quirks through `Provider.entries_for`.
@@ -24,6 +26,7 @@ import httpx
 
 from ._errors import ConfigError
 from ._paths import MAX_PATH_BYTES, SecretRules, name_problem
+from ._ratelimit import RateLimit
 from ._settings import ClientConfig
 from ._ttl import TtlRule
 
@@ -108,12 +111,21 @@ class ChangeFeed(abc.ABC):
 
 @dataclass(frozen=True)
 class Bulk:
-    """A service's way to read a whole subtree in one request (GCE's ``?recursive=true``):
-    the query to add to the directory's URL, and how to turn the answer into what plain GETs
-    of each listing and value below would have returned, by mount path."""
+    """A service's way to read many paths in one request: GCE's ``?recursive=true`` (a
+    directory with its subtree), Azure's ``/metadata/instance`` (the whole document). The
+    request is for the URL of mount path *source* (None: the directory being read) with
+    *query* added; *expand* turns its answer into what each path it covers reads, by mount
+    path (a ValueError if the answer cannot be read).
+
+    Without *always*, it serves a directory's first read (a cold walk) and nothing else, and
+    a path the answer lacks is asked for on its own (GCE). With *always*, it is how every
+    path it covers is read, files and refreshes too, and a path its answer lacks does not
+    exist (Azure: there are no listings to ask for, and 5 requests per second at most)."""
 
     query: str
     expand: Callable[[bytes], dict[str, bytes]]
+    source: str | None = None
+    always: bool = False
 
 
 class StaticHeaders(Authenticator):
@@ -135,6 +147,8 @@ class Provider(abc.ABC):
     # Entries the mount root shows besides its listing, when they exist (EC2's dynamic/ and
     # user-data, which live beside meta-data/ rather than in it).
     root_extras: ClassVar[Sequence[ListingEntry]] = ()
+    # How many requests the service takes (Azure: 5 per second); the transport keeps to it.
+    rate_limit: ClassVar[RateLimit | None] = None
 
     def __init__(self, config: ClientConfig, environ: Mapping[str, str]) -> None:
         self.config = config
@@ -161,9 +175,15 @@ class Provider(abc.ABC):
         ``""``)."""
 
     def bulk(self, path: str) -> Bulk | None:
-        """How to read the subtree below directory *path* in one request, if the service can
-        (EC2 cannot: one request per listing and value)."""
+        """How to read *path* together with others in one request, if the service can (EC2
+        cannot: one request per listing and value)."""
         return None
+
+    def renegotiate(self, url: str, body: bytes) -> bool:
+        """The service answered 400 with *body* to a request for *url*: whether the provider
+        now asks differently, so that one more try may succeed (Azure: an api-version the
+        service does not have, replaced by one it names). Most services' 400 is final."""
+        return False
 
     def change_feed(self, transport: Transport, authenticator: Authenticator) -> ChangeFeed | None:
         """The service's change feed, if it has one (EC2 has none: TTLs alone)."""

@@ -23,12 +23,14 @@ import tempfile
 import httpx
 import trio
 
+from ._cache import MetadataCache
 from ._client import ImdsClient
 from ._document import InstanceDocument, decode_leaf, encode_leaf, load_document
 from ._errors import ConfigError, DocumentError, NotFound
 from ._provider import NodeKind
 from ._settings import ClientConfig
 from ._tree import MAX_NODES
+from ._ttl import TtlPolicy
 
 __all__ = ["SNAPSHOT_ENDPOINT", "SnapshotTransport", "crawl", "dump", "open_snapshot"]
 
@@ -65,13 +67,16 @@ async def _crawl_with_new_client(config: ClientConfig, omit_secrets: bool) -> Do
 
 async def crawl_files(client: ImdsClient, *, omit_secrets: bool = False) -> Document:
     """Any provider's tree as ``{"provider": NAME, "files": {mount path: bytes}}``, listings
-    (``dir/``) included: what a snapshot mount serves back, path for path."""
+    (``dir/``) included: what a snapshot mount serves back, path for path. Read through a
+    cache, as a mount reads, so a provider's one-request reads (GCE's subtrees, Azure's
+    whole document) serve every path they hold."""
     files: dict[str, object] = {}
     crawler = _Crawler(client, omit_secrets)
+    cache = MetadataCache(client, TtlPolicy(builtin=client.provider.ttl_rules), holdoff=0)
 
     async def walk(path: str) -> None:
         try:
-            body = (await client.get(path)).body
+            body = (await cache.get(path)).body
         except NotFound:
             return
         files[path] = encode_leaf(body)

@@ -10,6 +10,8 @@ own, on loopback, with an injected per-request latency standing in for the link-
 2. the script habit: ``curl -X PUT`` a token + ``curl`` the value, per read, vs ``cat``;
 3. a cold full tree: a fresh mount walked and read in full vs a sequential crawler
    (cloud-init's if importable, else a faithful copy of its walk) and a sequential httpx crawl;
+   and Azure's, vs a crawler asking for each value by its path (``format=text``), as scripts
+   do, waiting out each 429 (Azure allows 5 requests per second);
 4. fan-out: 64 processes reading one cold path at once (HTTP GETs for it: target 1);
 5. the daemon's peak RSS with the whole tree cached.
 
@@ -40,7 +42,8 @@ from pathlib import Path
 import httpx
 
 from imdsfs import ClientConfig, Ec2Provider
-from imdsfs.emulator import Emulator
+from imdsfs.emulator import AzureEmulator, Emulator
+from imdsfs.providers.azure import PINNED
 from imdsfs.testing import MountNotReady, MountProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,10 +77,11 @@ class EmulatorProcess:
     then take no turns at this process's GIL while the readers here are timed. Its counters
     are read over a pipe."""
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, cloud: str = "ec2") -> None:
+        self.cloud = cloud
         self._pipe, child = multiprocessing.Pipe()
         self._process = multiprocessing.Process(
-            target=_serve_emulator, args=(child, latency), daemon=True
+            target=_serve_emulator, args=(child, latency, cloud), daemon=True
         )
         self._process.start()
         self.url: str = self._pipe.recv()
@@ -91,6 +95,10 @@ class EmulatorProcess:
     def count(self, method: str | None = None, path: str | None = None) -> int:
         return int(self._ask("count", method, path))
 
+    def throttled(self) -> int:
+        """Requests answered 429 (Azure's limit)."""
+        return int(self._ask("throttled"))
+
     def close(self) -> None:
         self._ask("stop")
         self._process.join(timeout=10)
@@ -100,18 +108,20 @@ class EmulatorProcess:
         return self._pipe.recv()
 
 
-def _serve_emulator(pipe: Connection, latency: float) -> None:
-    with Emulator() as emulator:
+def _serve_emulator(pipe: Connection, latency: float, cloud: str) -> None:
+    with Emulator() if cloud == "ec2" else AzureEmulator() as emulator:
         emulator.faults.latency = latency
         pipe.send(emulator.url)
         while True:
             operation, *args = pipe.recv()
-            if operation == "get_bytes":
+            if operation == "get_bytes" and isinstance(emulator, Emulator):
                 pipe.send(emulator.get_bytes(*args))
             elif operation == "reset":
                 pipe.send(emulator.counters.reset())
             elif operation == "count":
                 pipe.send(emulator.counters.count(*args))
+            elif operation == "throttled":
+                pipe.send(getattr(emulator, "throttled", 0))
             else:
                 pipe.send(None)
                 return
@@ -127,7 +137,8 @@ def mounted(
     """A fresh imdsfs mount in the foreground; unmounted on exit."""
     path = Path(tempfile.mkdtemp(prefix="imdsfs-bench-"))
     try:
-        mount = MountProcess.start(path, "--provider", "ec2", "--endpoint", emulator.url, *args)
+        provider = ("--provider", emulator.cloud, "--endpoint", emulator.url)
+        mount = MountProcess.start(path, *provider, *args)
     except MountNotReady as exc:
         raise SystemExit(f"bench: {exc}") from None
     try:
@@ -458,6 +469,83 @@ def bench_cold_tree(emulator: EmulatorProcess, repeats: int) -> list[Result]:
     return results
 
 
+def sequential_crawl_azure(base: str) -> int:
+    """Every value by its own path, as a script would ``curl`` them: the document once to
+    learn the paths, then ``format=text`` per value, and the two other categories; a 429 is
+    waited out for its Retry-After and asked again."""
+    headers = {"Metadata": "true"}
+    version = PINNED["instance"]
+    with httpx.Client(trust_env=False, timeout=5) as client:
+
+        def get(path: str, query: str = "") -> bytes:
+            while True:
+                response = client.get(f"{base}/metadata/{path}?{query}", headers=headers)
+                if response.status_code != 429:
+                    response.raise_for_status()
+                    return response.content
+                time.sleep(float(response.headers.get("Retry-After", "1")))
+
+        document = json.loads(get("instance", f"api-version={version}"))
+        leaves = list(_azure_leaves(document))
+        for path in leaves:
+            get(f"instance/{path}", f"api-version={version}&format=text")
+        get("scheduledevents", f"api-version={PINNED['scheduledevents']}")
+        get("attested/document", f"api-version={version}")
+    return len(leaves) + 2
+
+
+def _azure_leaves(node: object, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict | list):
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            yield from _azure_leaves(child, f"{prefix}{key}/")
+    else:
+        yield prefix.removesuffix("/")
+
+
+def bench_azure_cold_tree(latency: float, repeats: int) -> Result:
+    """A fresh mount of Azure's emulator read in full vs the per-path crawler; requests
+    include the 429s (Azure's limit, kept by the mount: it should get none)."""
+    azure = EmulatorProcess(latency, cloud="azure")
+    try:
+
+        def timed(fn: Callable[[], object]) -> tuple[float, int, int]:
+            time.sleep(1.1)  # the emulator's window empties
+            azure.reset_counters()
+            throttled = azure.throttled()
+            started = time.perf_counter()
+            fn()
+            return time.perf_counter() - started, azure.count(), azure.throttled() - throttled
+
+        def imdsfs_cold() -> tuple[float, int, int]:
+            with mounted(azure) as (mount, _process):
+                return timed(lambda: walk_and_read(mount))
+
+        crawl_t, crawl_n, crawl_429 = timed(lambda: sequential_crawl_azure(azure.url))
+        runs = [imdsfs_cold() for _ in range(repeats)]
+    finally:
+        azure.close()
+    t = statistics.median(r[0] for r in runs)
+    n, throttled = max(r[1] for r in runs), max(r[2] for r in runs)
+    notes = {
+        "imdsfs_requests": n,
+        "imdsfs_429s": throttled,
+        "crawler_requests": crawl_n,
+        "crawler_429s": crawl_429,
+    }
+    met = crawl_t >= 5 * t and n <= crawl_n and throttled == 0
+    return Result(
+        "Azure cold full tree",
+        t * 1e3,
+        crawl_t * 1e3,
+        "sequential crawl, format=text per value",
+        "ms",
+        ">= 5x faster, <= requests, no 429",
+        met,
+        notes,
+    )
+
+
 # --- 4 and 5: fan-out and memory --------------------------------------------------------------
 
 
@@ -573,6 +661,7 @@ def main() -> int:
         finally:
             shutil.rmtree(tmpfs)
         results += bench_cold_tree(emulator, args.repeats)
+        results.append(bench_azure_cold_tree(args.latency / 1000, args.repeats))
         results.append(bench_fan_out(emulator))
         results.append(bench_rss(emulator))
     finally:

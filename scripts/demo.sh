@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo: the local IMDS emulator, imdsfs mounted on it in a temporary directory, a look at
 # the tree, then a clean unmount. Runs anywhere with FUSE; no cloud needed.
-# PROVIDER=gce make demo shows Google Compute Engine's tree instead of EC2's.
+# PROVIDER=gce (or azure) make demo shows Google Compute Engine's (or Azure's) tree instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -43,6 +43,12 @@ gce)
     run cat instance/zone; echo
     run ls -l instance/service-accounts/default
     run cat instance/network-interfaces/0/ip; echo
+    ;;
+azure)
+    run cat instance/compute/vmId; echo
+    run cat instance/compute/location; echo
+    run ls -l instance/network/interface/0/ipv4/ipAddress/0
+    run cat scheduledevents; echo
     ;;
 esac
 cd /

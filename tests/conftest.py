@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from imdsfs import ClientConfig, ImdsClient
-from imdsfs.emulator import Emulator, GceEmulator, ManualClock
+from imdsfs.emulator import AzureEmulator, Emulator, GceEmulator, ManualClock
 from imdsfs.testing import MountNotReady, MountProcess
 
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -117,6 +117,14 @@ def imds_get(emu: Emulator, path: str, token: bool | str = True) -> httpx.Respon
 
 
 # --- the GCE metadata server ------------------------------------------------------------------
+
+
+@pytest.fixture
+def azure_emulator() -> Iterator[AzureEmulator]:
+    """The packaged Azure VM on a free port (Azure's own 5/s limit on); stopped afterwards."""
+    with AzureEmulator() as emu:
+        yield emu
+
 
 GCE_ROOT = "/computeMetadata/v1/"
 FLAVOR = {"Metadata-Flavor": "Google"}

@@ -36,6 +36,7 @@ from imdsfs import (
 )
 from imdsfs._transport import _read_bounded
 from imdsfs.emulator import Emulator, ManualClock
+from imdsfs.providers.gce import GceProvider
 
 from .conftest import MakeClient, gets
 
@@ -685,3 +686,61 @@ async def test_no_connection_is_reused_so_a_server_answering_twice_cannot_swap_b
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- a 400 the provider can cure -----------------------------------------------------------
+
+
+class _VersionedProvider(GceProvider):
+    """Asks with a version in the URL; a 400 saying ``use old`` makes it ask with ``old``."""
+
+    version = "new"
+
+    def url(self, path: str) -> str:
+        return f"{self.endpoint}/{path}?v={self.version}"
+
+    def renegotiate(self, url: str, body: bytes) -> bool:
+        if body != b"use old" or self.version == "old":
+            return False
+        self.version = "old"
+        return True
+
+
+async def _versioned_get(refusal: bytes, old_works: bool = True) -> tuple[list[str], Any]:
+    """GET ``zone`` from a service that refuses version ``new`` with *refusal*: the URLs
+    asked for, and the answer (or the error raised)."""
+    asked: list[str] = []
+
+    def service(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        ok = old_works and request.url.params["v"] == "old"
+        body = b"zone-a" if ok else refusal
+        return httpx.Response(200 if ok else 400, stream=httpx.ByteStream(body))
+
+    config = ClientConfig(provider="gce", endpoint="http://imds.test")
+    provider = _VersionedProvider(config, environ={})
+    async with ImdsClient(config, provider=provider, transport=httpx.MockTransport(service)) as c:
+        try:
+            return asked, (await c.get("zone")).body
+        except Unavailable as exc:
+            return asked, exc
+
+
+async def test_a_400_the_provider_can_cure_is_asked_again_its_new_way() -> None:
+    asked, answer = await _versioned_get(b"use old")
+    assert (asked, answer) == (
+        ["http://imds.test/zone?v=new", "http://imds.test/zone?v=old"],
+        b"zone-a",
+    )
+
+
+async def test_a_400_the_provider_cannot_cure_fails_at_once() -> None:
+    asked, answer = await _versioned_get(b"bad request")
+    assert len(asked) == 1
+    assert isinstance(answer, Unavailable)
+
+
+async def test_a_400_is_renegotiated_once_per_read() -> None:
+    asked, answer = await _versioned_get(b"use old", old_works=False)
+    assert len(asked) == 2
+    assert isinstance(answer, Unavailable)

@@ -24,16 +24,19 @@ VOCABULARY = {
     "_provider",
     "_document",
     "_gce_tree",
+    "_azure_tree",
+    "_ratelimit",
     "_logging",
     "_systemd",
 }
 # What each module may import besides the vocabulary.
 ALLOWED: dict[str, set[str]] = {
     "_transport": set(),
-    "providers": {"providers.ec2", "providers.gce", "providers._detect"},
+    "providers": {"providers.ec2", "providers.gce", "providers.azure", "providers._detect"},
     "providers._detect": set(),
     "providers.ec2": {"_transport"},
     "providers.gce": {"_transport"},
+    "providers.azure": {"_transport"},
     "_client": {"_transport", "providers"},
     "_cache": {"_client"},
     "_tree": {"_cache"},
@@ -42,7 +45,7 @@ ALLOWED: dict[str, set[str]] = {
     "_watch": {"_cache"},
     "_fs": {"_tree", "_budget", "_introspect", "_watch"},
     "_wait": set(),
-    "_snapshot": {"_client", "_tree"},
+    "_snapshot": {"_client", "_cache", "_tree"},
     "_fstab": set(),
     "_mount": {"_fs", "_tree", "_cache", "_client", "providers", "_snapshot"},
     "_cli": {

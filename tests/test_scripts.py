@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from imdsfs.emulator import Emulator, GceEmulator
+from imdsfs.emulator import AzureEmulator, Emulator, GceEmulator
 
 from .conftest import Mounted
 
@@ -195,3 +195,34 @@ def test_gce_preemption_watcher_runs_the_command_once_preempted(
     stderr = log.read_text()
     assert ran.exists()
     assert "preempted; running touch" in stderr
+
+
+# --- azure-event-watcher.sh -------------------------------------------------------------------
+
+
+def test_azure_event_watcher_acts_on_the_types_it_is_given_only(
+    make_mount: Callable[..., Mounted], azure_emulator: AzureEmulator, tmp_path: Path
+) -> None:
+    """A Freeze (not asked for) changes the document and wakes the loop, which goes on
+    waiting; the Preempt after it runs the command with the event in its environment."""
+    mounted = make_mount(azure_emulator, "--provider", "azure")
+    ran = tmp_path / "ran"
+    log = tmp_path / "stderr"
+    record = f'echo "$AZURE_EVENT_TYPE $AZURE_EVENT_NOT_BEFORE" > {ran}'
+    args = ("-t", "Preempt,Terminate", "--", "sh", "-c", record)
+    with watching("azure-event-watcher.sh", mounted, *args, stderr=log) as watcher:
+        azure_emulator.schedule_event(event_type="Freeze")
+        time.sleep(5 + 2)  # the Freeze has been seen (scheduled events' TTL is 5 s)
+        assert watcher.poll() is None, "a Freeze was not asked for"
+        azure_emulator.schedule_event(event_type="Preempt")
+        assert watcher.wait(timeout=15) == 0
+    events = json.loads((mounted.path / "scheduledevents").read_bytes())["Events"]
+    preempt = next(event for event in events if event["EventType"] == "Preempt")
+    assert ran.read_text() == f"Preempt {preempt['NotBefore']}\n"
+    assert "Preempt not before" in log.read_text()
+
+
+def test_azure_event_watcher_refuses_a_mount_of_another_cloud(mounted: Mounted) -> None:
+    result = script("azure-event-watcher.sh", mounted, "--", "true")
+    assert result.returncode == 2
+    assert "cannot wait (is" in result.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imdsfs._snapshot import crawl
-from imdsfs.emulator import Emulator, InstanceDocument, default_document
+from imdsfs.emulator import AzureEmulator, Emulator, InstanceDocument, default_document
 
 from .conftest import MakeClient, MakeEmulator, MakeGceEmulator, Mounted
 from .test_fs import all_leaves
@@ -195,6 +195,44 @@ def test_a_gce_snapshot_mount_serves_what_the_live_mount_served(
     assert len([path for path in live if path.endswith("/token")]) == 2
     mode = (mounted.path / "instance/attributes/ssh-keys").stat().st_mode
     assert stat.S_IMODE(mode) == 0o400  # still a secret
+
+
+def test_an_azure_snapshot_mount_serves_what_the_live_mount_served(
+    make_mount: Callable[..., Mounted], tmp_path: Path
+) -> None:
+    snapshot = tmp_path / "azure.json"
+    with AzureEmulator() as azure:
+        dumped = imdsfs("dump", "--provider", "azure", "--endpoint", azure.url, "-o", str(snapshot))
+        assert dumped.returncode == 0, dumped.stderr
+        # The document once, and the two categories it does not hold; none over the limit.
+        assert sorted(azure.counters.paths()) == [
+            "/metadata/attested/document",
+            "/metadata/instance/",
+            "/metadata/scheduledevents",
+        ]
+        assert azure.throttled == 0
+        live = files_under(make_mount(azure, "--provider", "azure").path)
+    mounted = make_mount(None, "--from-snapshot", str(snapshot))  # offline from here on
+    offline = files_under(mounted.path)
+    signed = "attested/document"  # signed anew, with its time, at every request
+    assert {k: v for k, v in offline.items() if k != signed} == {
+        k: v for k, v in live.items() if k != signed
+    }
+    assert json.loads(offline[signed])["encoding"] == "pkcs7"
+    assert offline["user-data"].startswith(b"#cloud-config")
+    for secret in ("user-data", "instance/compute/userData", signed):
+        assert stat.S_IMODE((mounted.path / secret).stat().st_mode) == 0o400, secret
+
+
+def test_an_azure_dump_can_leave_its_secrets_out(tmp_path: Path) -> None:
+    with AzureEmulator() as azure:
+        dumped = imdsfs("dump", "--provider", "azure", "--endpoint", azure.url, "--omit-secrets")
+    assert dumped.returncode == 0, dumped.stderr
+    files = json.loads(dumped.stdout)["files"]
+    assert "instance/compute/vmId" in files
+    for secret in ("user-data", "instance/compute/userData", "instance/compute/customData"):
+        assert secret not in files
+    assert "attested/document" not in files
 
 
 def test_a_snapshot_of_one_cloud_is_not_mounted_as_another(

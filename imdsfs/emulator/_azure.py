@@ -198,6 +198,17 @@ class AzureEmulator(ServedEmulator):
             raise ValueError("the limit must be at least 1 request per second")
         self._azure.limit.limit = limit
 
+    @property
+    def newest_api_version(self) -> str | None:
+        """The newest api-version served (None: every one, the default). Set an older one to
+        play an IMDS that lags Azure's (Azure Stack Hub): newer versions get the 400 naming
+        the newest it has. Managed-identity requests are not affected."""
+        return self._azure.newest_version
+
+    @newest_api_version.setter
+    def newest_api_version(self, version: str | None) -> None:
+        self._azure.newest_version = version
+
     def reset_rate_limit(self) -> None:
         """Empty both windows, so the next requests are not throttled by earlier ones."""
         self._azure.limit.reset()

@@ -10,7 +10,8 @@ Rendering primitives as text: the real service sends only strings (``"All primit
 of type string"``, with ``""`` for missing values), so ``format=text`` is a string's UTF-8
 bytes, with nothing added (no newline). A document given to the emulator may still hold other
 JSON primitives; they render as their JSON text: ``5``, ``1.5``, ``true``, ``false``, and
-``null`` as the empty string. That choice is ours and is the one ``leaf_text`` applies.
+``null`` as the empty string. That choice is ours; ``leaf_text`` (from ``imdsfs._azure_tree``,
+which the provider reads the document with too) applies it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import TypeAlias
 
+from .._azure_tree import leaf_text
 from .._errors import DocumentError
 
 __all__ = [
@@ -209,15 +211,6 @@ def walk(document: Json, segments: list[str]) -> tuple[bool, Json]:
 
 def is_leaf(node: Json) -> bool:
     return not isinstance(node, dict | list)
-
-
-def leaf_text(node: Json) -> bytes:
-    """What ``format=text`` returns for a leaf (see the module docstring)."""
-    if isinstance(node, str):
-        return node.encode()
-    if node is None:
-        return b""
-    return json.dumps(node).encode()
 
 
 def every_leaf(document: Json, prefix: str = "") -> Iterator[tuple[str, bytes]]:

@@ -108,6 +108,9 @@ class AzureService:
         self.limit = SlidingWindow(5, 1.0, clock)
         self.identity_limit = SlidingWindow(20, 1.0, clock)
         self.overrides: dict[str, Response] = {}
+        # The newest api-version this IMDS has (an older one's: Azure Stack Hub's lags
+        # Azure's); None: every version. Identity requests are not affected.
+        self.newest_version: str | None = None
 
     def envelope(self, response: Response, date: str) -> list[tuple[str, str]]:
         return plain_envelope(response, date, self.server_name)
@@ -146,7 +149,7 @@ class AzureService:
         if route == "/metadata/loadbalancer":
             return (
                 _only_get(method)
-                or _versioned(params, API_VERSIONS)
+                or self._versioned(params, API_VERSIONS)
                 or _error(404, "No load balancer metadata is found.")
             )
         return _error(404, NOT_FOUND)
@@ -163,7 +166,7 @@ class AzureService:
         return view
 
     def _instance(self, route: str, params: dict[str, str]) -> Response:
-        refused = _versioned(params, API_VERSIONS)
+        refused = self._versioned(params, API_VERSIONS)
         if refused is not None:
             return refused
         segments = split_path(route.removeprefix("/metadata/instance"))
@@ -182,10 +185,14 @@ class AzureService:
             return _error(400, NOT_LEAF_TEXT)
         return _json(200, node)
 
+    def _versioned(self, params: Mapping[str, str], versions: tuple[str, ...]) -> Response | None:
+        newest = self.newest_version
+        return _versioned(params, tuple(v for v in versions if newest is None or v <= newest))
+
     # -- the other categories ---------------------------------------------------------------
 
     def _attested(self, params: dict[str, str]) -> Response:
-        refused = _versioned(params, ATTESTED_VERSIONS)
+        refused = self._versioned(params, ATTESTED_VERSIONS)
         if refused is not None:
             return refused
         with self.lock:
@@ -195,7 +202,7 @@ class AzureService:
         return _json(200, {"encoding": "pkcs7", "signature": attested_signature(signed)})
 
     def _scheduled_events(self, params: dict[str, str]) -> Response:
-        refused = _versioned(params, EVENTS_VERSIONS)
+        refused = self._versioned(params, EVENTS_VERSIONS)
         if refused is not None:
             return refused
         return _json(200, self.events.document(params["api-version"]))

@@ -16,6 +16,7 @@ from .._errors import ConfigError
 from .._provider import Provider
 from .._settings import ClientConfig
 from ._detect import detect, dmi_dir, from_dmi
+from .azure import AzureProvider
 from .ec2 import Ec2Provider
 from .gce import GceProvider
 
@@ -25,7 +26,11 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"
 
-PROVIDERS: dict[str, type[Provider]] = {"ec2": Ec2Provider, "gce": GceProvider}
+PROVIDERS: dict[str, type[Provider]] = {
+    "azure": AzureProvider,
+    "ec2": Ec2Provider,
+    "gce": GceProvider,
+}
 
 
 def create(config: ClientConfig, environ: Mapping[str, str] | None = None) -> Provider:

@@ -5,9 +5,10 @@
    elsewhere, for tests.
 2. Where DMI says nothing (some containers, unknown hypervisors), every known service is
    probed at once, each with a short timeout, and the most specific answer wins: GCE's
-   ``Metadata-Flavor: Google`` response header proves GCE; an EC2-style answer alone does not
-   prove AWS (OpenStack and others answer those paths too), so OpenStack's own path is asked
-   before concluding EC2.
+   ``Metadata-Flavor: Google`` response header proves GCE, Azure's ``/metadata/versions``
+   (or its JSON error) proves Azure; an EC2-style answer alone does not prove AWS (OpenStack
+   and others answer those paths too), so OpenStack's own path is asked before concluding
+   EC2.
 3. Nothing answers (IMDS not up yet at boot, or not a cloud): EC2, as before ``auto`` existed.
 """
 
@@ -134,8 +135,20 @@ def _gce(base: str) -> bool:
 
 
 def _azure(base: str) -> bool:
+    """Azure's list of api-versions, or its JSON error: a 429 when others on the VM have used
+    up its 5 requests a second (as at boot), a 400 should it refuse the probe."""
     reply = _answers("GET", f"{base}/metadata/versions", {"Metadata": "true"})
-    return reply is not None and reply.status_code == 200 and "apiVersions" in reply.text
+    if reply is None or reply.status_code not in (200, 400, 429):
+        return False
+    try:
+        answer = reply.json()
+    except ValueError:
+        return False
+    if not isinstance(answer, dict):
+        return False
+    if reply.status_code == 200:
+        return isinstance(answer.get("apiVersions"), list)
+    return isinstance(answer.get("error"), str)
 
 
 def _openstack(base: str) -> bool:

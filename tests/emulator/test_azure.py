@@ -101,6 +101,27 @@ def test_an_old_supported_api_version_is_served(azure: AzureEmulator, clock: Man
     assert "userData" not in response.json()["compute"]
 
 
+def test_an_older_imds_names_the_newest_versions_it_has(
+    azure: AzureEmulator, clock: ManualClock
+) -> None:
+    azure.newest_api_version = "2020-12-01"  # an IMDS that lags Azure's (Azure Stack Hub)
+    for target in (
+        f"/metadata/instance?api-version={V}",
+        f"/metadata/attested/document?api-version={V}",
+    ):
+        response = get(azure, target, clock=clock)
+        assert response.status_code == 400
+        assert error(response)["newest-versions"] == ["2020-12-01", "2020-10-01", "2020-09-01"]
+    for target in (
+        "/metadata/instance?api-version=2020-12-01",
+        "/metadata/scheduledevents?api-version=2020-07-01",  # its own list, all older
+        "/metadata/identity/oauth2/token?api-version=2019-08-01&resource=https://x",  # not affected
+    ):
+        assert get(azure, target, clock=clock).status_code == 200, target
+    azure.newest_api_version = None
+    assert get(azure, f"/metadata/instance?api-version={V}", clock=clock).status_code == 200
+
+
 def test_x_forwarded_for_is_refused(azure: AzureEmulator, clock: ManualClock) -> None:
     headers = {**META, "X-Forwarded-For": "10.0.0.9"}
     response = get(azure, f"/metadata/instance?api-version={V}", headers, clock=clock)

@@ -10,12 +10,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 
 from imdsfs import ClientConfig
-from imdsfs.emulator import Emulator
+from imdsfs.emulator import AzureEmulator, Emulator, ManualClock
 from imdsfs.providers import PROVIDERS, create
-from imdsfs.providers._detect import DMI_DIR_ENV, detect
+from imdsfs.providers._detect import AZURE_ASSET_TAG, DMI_DIR_ENV, detect
 
 CLOSED = "http://127.0.0.1:9"  # nothing listens: a probe that got this far would fail
 
@@ -35,6 +36,7 @@ def dmi(tmp_path: Path, **fields: str) -> dict[str, str]:
         ({"product_uuid": "ec2e1916-9099-7caf-fd21-012345abcdef"}, "ec2"),
         ({"product_uuid": "EC2E1916-9099-7CAF-FD21-012345ABCDEF"}, "ec2"),
         ({"sys_vendor": "Amazon EC2", "product_uuid": ""}, "ec2"),
+        ({"chassis_asset_tag": AZURE_ASSET_TAG, "sys_vendor": "Microsoft Corporation"}, "azure"),
     ],
 )
 def test_the_firmware_names_the_cloud_without_a_probe(
@@ -50,6 +52,23 @@ def test_with_silent_firmware_an_ec2_style_service_that_answers_is_ec2(
 ) -> None:
     name, why = detect(ClientConfig(endpoint=emulator.url), dmi(tmp_path), PROVIDERS)
     assert (name, "answered" in why) == ("ec2", True)
+
+
+def test_with_silent_firmware_azures_version_list_is_azure(tmp_path: Path) -> None:
+    with AzureEmulator() as azure:
+        name, why = detect(ClientConfig(endpoint=azure.url), dmi(tmp_path), PROVIDERS)
+        assert (name, "answered" in why) == ("azure", True)
+        assert azure.counters.count(path="/metadata/versions", status=200) == 1
+
+
+def test_a_throttled_azure_is_still_azure(tmp_path: Path) -> None:
+    """At boot, the agent and cloud-init may have used up the 5 requests of the second."""
+    with AzureEmulator(clock=ManualClock()) as azure:
+        for _ in range(5):
+            httpx.get(azure.url + "/metadata/versions", headers={"Metadata": "true"})
+        name, _why = detect(ClientConfig(endpoint=azure.url), dmi(tmp_path), PROVIDERS)
+        assert name == "azure"
+        assert azure.counters.count(path="/metadata/versions", status=429) == 1
 
 
 def test_with_silent_firmware_and_nothing_answering_it_is_ec2_as_before(tmp_path: Path) -> None:
@@ -95,3 +114,19 @@ def test_default_endpoints_are_probed_in_a_namespace_of_our_own(tmp_path: Path) 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ec2", "1"]
+
+
+def test_azure_at_the_default_address_is_found_in_a_namespace_of_our_own(tmp_path: Path) -> None:
+    result = _in_namespace(
+        f"""
+        from imdsfs import ClientConfig
+        from imdsfs.emulator import AzureEmulator
+        from imdsfs.providers import PROVIDERS
+        from imdsfs.providers._detect import detect
+        with AzureEmulator(host="169.254.169.254", port=80) as emu:
+            name, why = detect(ClientConfig(), {{"{DMI_DIR_ENV}": "{tmp_path}"}}, PROVIDERS)
+            print(name, emu.counters.count(path="/metadata/versions", status=200))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["azure", "1"]
