@@ -30,10 +30,16 @@ VOCABULARY = {
 # What each module may import besides the vocabulary.
 ALLOWED: dict[str, set[str]] = {
     "_transport": set(),
-    "providers": {"providers.ec2", "providers.gce", "providers._detect"},
+    "providers": {
+        "providers.ec2",
+        "providers.gce",
+        "providers.openstack",
+        "providers._detect",
+    },
     "providers._detect": set(),
     "providers.ec2": {"_transport"},
     "providers.gce": {"_transport"},
+    "providers.openstack": {"_transport", "providers.ec2"},
     "_client": {"_transport", "providers"},
     "_cache": {"_client"},
     "_tree": {"_cache"},

@@ -18,6 +18,7 @@ from .._settings import ClientConfig
 from ._detect import detect, dmi_dir, from_dmi
 from .ec2 import Ec2Provider
 from .gce import GceProvider
+from .openstack import OpenStackProvider
 
 __all__ = ["AUTO", "PROVIDERS", "check_allowed", "create"]
 
@@ -25,7 +26,11 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"
 
-PROVIDERS: dict[str, type[Provider]] = {"ec2": Ec2Provider, "gce": GceProvider}
+PROVIDERS: dict[str, type[Provider]] = {
+    "ec2": Ec2Provider,
+    "gce": GceProvider,
+    "openstack": OpenStackProvider,
+}
 
 
 def create(config: ClientConfig, environ: Mapping[str, str] | None = None) -> Provider:
