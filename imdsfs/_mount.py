@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -91,7 +90,7 @@ def mount(options: MountOptions) -> int:
     prepare_mountpoint(mountpoint)
     provider = providers.create(options.client)  # and a bad endpoint; auto: which cloud
     if isinstance(transport, FilesTransport):
-        transport.serve_under(urllib.parse.urlsplit(provider.url("")).path)
+        transport.serve_for(provider)
     if provider.detected is not None:
         log.info("provider %s: %s", provider.name, provider.detected)
     policy = TtlPolicy.from_rules(options.ttl_rules, builtin=provider.ttl_rules)
