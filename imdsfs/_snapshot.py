@@ -6,10 +6,11 @@ when they are UTF-8 and ``{"$base64": ...}`` otherwise, so any bytes survive. Th
 feeds ``imdsfs emulate --instance`` and ``imdsfs mount --from-snapshot``.
 
 ``--from-snapshot`` swaps the network for `SnapshotTransport`, an in-process httpx transport
-that answers from the document. Everything above the transport (tokens, retries, the cache,
-statistics, the filesystem) is the code that runs against real IMDS, so an offline mount
-behaves like a live one; and no port is opened, so the credentials in the file stay behind
-the mount's file modes.
+that answers from the document (`FilesTransport` for other clouds' snapshots, and for an
+OpenStack config drive, ``--from-config-drive``, read as one). Everything above the
+transport (tokens, retries, the cache, statistics, the filesystem) is the code that runs
+against real IMDS, so an offline mount behaves like a live one; and no port is opened, so
+the credentials in the file stay behind the mount's file modes.
 """
 
 from __future__ import annotations
@@ -26,13 +27,23 @@ import httpx
 import trio
 
 from ._client import ImdsClient
+from ._config_drive import read_config_drive
 from ._document import InstanceDocument, decode_leaf, encode_leaf, load_document
 from ._errors import ConfigError, DocumentError, NotFound
 from ._provider import NodeKind, Provider
 from ._settings import ClientConfig
 from ._tree import MAX_NODES
 
-__all__ = ["SNAPSHOT_ENDPOINT", "SnapshotTransport", "crawl", "dump", "open_snapshot"]
+__all__ = [
+    "SNAPSHOT_ENDPOINT",
+    "FilesTransport",
+    "SnapshotTransport",
+    "crawl",
+    "crawl_files",
+    "dump",
+    "open_config_drive",
+    "open_snapshot",
+]
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +201,14 @@ def open_snapshot(path: str) -> tuple[str, httpx.AsyncBaseTransport]:
     except DocumentError as exc:
         raise ConfigError(f"snapshot {exc}") from None
     return "ec2", SnapshotTransport(document)
+
+
+def open_config_drive(path: str) -> tuple[str, FilesTransport]:
+    """An OpenStack config drive's directory served as a snapshot of ``openstack`` (see
+    `_config_drive`); ConfigError if *path* is not one."""
+    transport = FilesTransport(read_config_drive(path))
+    log.info("serving the config drive %s; no metadata service is asked", path)
+    return "openstack", transport
 
 
 def _decoded(files: object, source: str) -> dict[str, bytes]:
