@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the local IMDS emulator, imdsfs mounted on it in a temporary directory, a look at
 # the tree, then a clean unmount. Runs anywhere with FUSE; no cloud needed.
-# PROVIDER=gce make demo shows Google Compute Engine's tree instead of EC2's.
+# PROVIDER=gce make demo shows Google Compute Engine's tree instead of EC2's; PROVIDER=openstack
+# shows OpenStack's (Nova's EC2-style tree, and openstack/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -43,6 +44,12 @@ gce)
     run cat instance/zone; echo
     run ls -l instance/service-accounts/default
     run cat instance/network-interfaces/0/ip; echo
+    ;;
+openstack)
+    run cat instance-id; echo
+    run cat placement/availability-zone; echo
+    run ls -l openstack
+    run cat openstack/network_data.json; echo
     ;;
 esac
 cd /
