@@ -12,10 +12,11 @@
   ``dynamic/`` category. Beside it, ``openstack/`` holds the files of ``/openstack/latest/``
   as served: ``meta_data.json``, ``network_data.json``, ``vendor_data.json``,
   ``vendor_data2.json`` and ``user_data``.
-- Not shown: ``openstack/password``. It is the admin password a Windows guest agent posts
-  back (encrypted; empty on Linux); Nova serves it as ``text/html``, which imdsfs takes for a
-  proxy's page, not a value (`_client`); a config drive never holds it; and cloud-init does not
-  read it. Ask it with ``curl`` where needed.
+- Not shown: ``openstack/password``. It is the admin password a guest agent (cloudbase-init,
+  on Windows) posts back encrypted with the instance's key, usually empty on Linux; Nova
+  serves it as ``text/html``, which imdsfs takes for a proxy's page, not a value (`_client`);
+  a config drive never holds it; and cloud-init does not read it. Ask it with ``curl`` where
+  needed.
 - Secrets: EC2's, plus both copies of the user data and the vendor data (deployers put
   registration tokens and the like there).
 """
