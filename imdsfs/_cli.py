@@ -104,6 +104,12 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve this instance document (from imdsfs dump) instead of IMDS, offline",
     )
     add(
+        "--from-config-drive",
+        metavar="DIR",
+        help="serve this OpenStack config drive (the config-2 file system, mounted at DIR) "
+        "instead of the metadata service, offline",
+    )
+    add(
         "--token-ttl",
         type=int,
         default=21600,
@@ -238,7 +244,7 @@ def _secret_mode(text: str) -> int:
 
 
 def _run_mount(args: argparse.Namespace) -> int:
-    if args.from_snapshot is None:  # a snapshot is a file, not IMDS
+    if args.from_snapshot is None and args.from_config_drive is None:  # files, not IMDS
         providers.check_allowed(_client_config(args), os.environ)
     for flag, value in (("--uid", args.uid), ("--gid", args.gid)):
         if not 0 <= value < MAX_ID:
@@ -249,6 +255,10 @@ def _run_mount(args: argparse.Namespace) -> int:
         raise ConfigError("--deadline must be positive")
     if args.from_snapshot is not None and args.endpoint is not None:
         raise ConfigError("--from-snapshot serves a file: it takes no --endpoint")
+    if args.from_config_drive is not None and args.from_snapshot is not None:
+        raise ConfigError("--from-config-drive and --from-snapshot are two sources: give one")
+    if args.from_config_drive is not None and args.endpoint is not None:
+        raise ConfigError("--from-config-drive serves a directory: it takes no --endpoint")
     options = MountOptions(
         mountpoint=args.mountpoint,
         client=_client_config(args, timeout=args.deadline, token_ttl=args.token_ttl),
@@ -261,6 +271,7 @@ def _run_mount(args: argparse.Namespace) -> int:
         foreground=args.foreground,
         prefetch=args.prefetch,
         snapshot=args.from_snapshot,
+        config_drive=args.from_config_drive,
         log_file=args.log_file,
     )
     return mount(options)

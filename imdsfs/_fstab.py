@@ -41,6 +41,7 @@ VALUED: dict[str, str] = {
     "max_requests": "--max-requests",
     "secret_mode": "--secret-mode",
     "snapshot": "--from-snapshot",
+    "config_drive": "--from-config-drive",
     "log_file": "--log-file",
     "provider": "--provider",
 }

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from ._errors import ConfigError, MountError
 from ._fs import FsConfig, ImdsOperations
 from ._provider import Provider
 from ._settings import ClientConfig
-from ._snapshot import SNAPSHOT_ENDPOINT, FilesTransport, open_snapshot
+from ._snapshot import SNAPSHOT_ENDPOINT, FilesTransport, open_config_drive, open_snapshot
 from ._tree import MetadataTree
 from ._ttl import TtlPolicy
 
@@ -65,6 +64,7 @@ class MountOptions:
     max_tasks: int = 4096
     prefetch: bool = False  # crawl the whole tree once at mount, so the first walk is warm
     snapshot: str | None = None  # serve this instance document (imdsfs dump) instead of IMDS
+    config_drive: str | None = None  # serve this OpenStack config drive's directory instead
     log_file: str | None = None  # a background mount's log; None: syslog, else a default file
 
     def fuse_options(self) -> set[str]:
@@ -78,30 +78,42 @@ class MountOptions:
 def mount(options: MountOptions) -> int:
     """Mount and serve until unmounted or signalled; the exit status for the CLI."""
     mountpoint = os.path.abspath(options.mountpoint)
+    offline = _offline_source(options)  # read now, so a bad file too fails before the fork
     transport = None  # the network
-    if options.snapshot is not None:  # loaded now, so a bad file too fails before the fork
-        name, transport = open_snapshot(options.snapshot)
-        if options.client.provider not in (providers.AUTO, name):
-            raise ConfigError(
-                f"{options.snapshot} is a snapshot of {name}, not {options.client.provider}"
-            )
+    if offline is not None:
+        name, transport = offline
         client = replace(options.client, endpoint=SNAPSHOT_ENDPOINT, provider=name)
         options = replace(options, client=client)
     policy = TtlPolicy.from_rules(options.ttl_rules)  # a bad rule fails before anything forks
     prepare_mountpoint(mountpoint)
     provider = providers.create(options.client)  # and a bad endpoint; auto: which cloud
     if isinstance(transport, FilesTransport):
-        transport.serve_under(urllib.parse.urlsplit(provider.url("")).path)
+        transport.serve_for(provider)
     if provider.detected is not None:
         log.info("provider %s: %s", provider.name, provider.detected)
     policy = TtlPolicy.from_rules(options.ttl_rules, builtin=provider.ttl_rules)
-    if options.snapshot is None:
+    if offline is None:
         _warn_if_nothing_answers(provider.endpoint)
     setup = _Setup(options, mountpoint, provider, policy, transport)
     if options.foreground:
         _serve(setup, ready=lambda: None)
         return 0
     return _serve_in_background(setup)
+
+
+def _offline_source(options: MountOptions) -> tuple[str, httpx.AsyncBaseTransport] | None:
+    """The provider and transport of a snapshot or config drive mount; None: the network."""
+    if options.snapshot is not None:
+        name, transport = open_snapshot(options.snapshot)
+        source = f"{options.snapshot} is a snapshot of {name}"
+    elif options.config_drive is not None:
+        name, transport = open_config_drive(options.config_drive)
+        source = "a config drive is OpenStack's"
+    else:
+        return None
+    if options.client.provider not in (providers.AUTO, name):
+        raise ConfigError(f"{source}, not {options.client.provider}")
+    return name, transport
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ when they are UTF-8 and ``{"$base64": ...}`` otherwise, so any bytes survive. Th
 feeds ``imdsfs emulate --instance`` and ``imdsfs mount --from-snapshot``.
 
 ``--from-snapshot`` swaps the network for `SnapshotTransport`, an in-process httpx transport
-that answers from the document. Everything above the transport (tokens, retries, the cache,
-statistics, the filesystem) is the code that runs against real IMDS, so an offline mount
-behaves like a live one; and no port is opened, so the credentials in the file stay behind
-the mount's file modes.
+that answers from the document (`FilesTransport` for other clouds' snapshots, and for an
+OpenStack config drive, ``--from-config-drive``, read as one). Everything above the
+transport (tokens, retries, the cache, statistics, the filesystem) is the code that runs
+against real IMDS, so an offline mount behaves like a live one; and no port is opened, so
+the credentials in the file stay behind the mount's file modes.
 """
 
 from __future__ import annotations
@@ -19,20 +20,32 @@ import logging
 import os
 import sys
 import tempfile
+import urllib.parse
+from collections.abc import Mapping
 
 import httpx
 import trio
 
 from ._cache import MetadataCache
 from ._client import ImdsClient
+from ._config_drive import read_config_drive
 from ._document import InstanceDocument, decode_leaf, encode_leaf, load_document
 from ._errors import ConfigError, DocumentError, NotFound
-from ._provider import NodeKind
+from ._provider import NodeKind, Provider
 from ._settings import ClientConfig
 from ._tree import MAX_NODES
 from ._ttl import TtlPolicy
 
-__all__ = ["SNAPSHOT_ENDPOINT", "SnapshotTransport", "crawl", "dump", "open_snapshot"]
+__all__ = [
+    "SNAPSHOT_ENDPOINT",
+    "FilesTransport",
+    "SnapshotTransport",
+    "crawl",
+    "crawl_files",
+    "dump",
+    "open_config_drive",
+    "open_snapshot",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +80,10 @@ async def _crawl_with_new_client(config: ClientConfig, omit_secrets: bool) -> Do
 
 async def crawl_files(client: ImdsClient, *, omit_secrets: bool = False) -> Document:
     """Any provider's tree as ``{"provider": NAME, "files": {mount path: bytes}}``, listings
-    (``dir/``) included: what a snapshot mount serves back, path for path. Read through a
-    cache, as a mount reads, so a provider's one-request reads (GCE's subtrees, Azure's
-    whole document) serve every path they hold."""
+    (``dir/``) and the root's extras (OpenStack's ``openstack/`` and ``user-data``) included:
+    what a snapshot mount serves back, path for path. Read through a cache, as a mount
+    reads, so a provider's one-request reads (GCE's subtrees, Azure's whole document) serve
+    every path they hold."""
     files: dict[str, object] = {}
     crawler = _Crawler(client, omit_secrets)
     cache = MetadataCache(client, TtlPolicy(builtin=client.provider.ttl_rules), holdoff=0)
@@ -87,7 +101,11 @@ async def crawl_files(client: ImdsClient, *, omit_secrets: bool = False) -> Docu
                     if entry.kind is not NodeKind.SYMLINK and not crawler.skips(entry.path):
                         nursery.start_soon(walk, entry.path)
 
-    await walk("")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(walk, "")
+        for extra in client.provider.root_extras:
+            if not crawler.skips(extra.path):
+                nursery.start_soon(walk, extra.path)
     return {"provider": client.provider.name, "files": dict(sorted(files.items()))}
 
 
@@ -182,7 +200,7 @@ def open_snapshot(path: str) -> tuple[str, httpx.AsyncBaseTransport]:
         raise ConfigError(f"snapshot {path}: {exc}") from None
     log.info("serving the snapshot %s; no metadata service is asked", path)
     if isinstance(data, dict) and "provider" in data and "files" in data:
-        return str(data["provider"]), FilesTransport(data["files"], source=path)
+        return str(data["provider"]), FilesTransport(_decoded(data["files"], path))
     try:
         document = load_document(path)
     except DocumentError as exc:
@@ -190,28 +208,46 @@ def open_snapshot(path: str) -> tuple[str, httpx.AsyncBaseTransport]:
     return "ec2", SnapshotTransport(document)
 
 
+def open_config_drive(path: str) -> tuple[str, FilesTransport]:
+    """An OpenStack config drive's directory served as a snapshot of ``openstack`` (see
+    `_config_drive`); ConfigError if *path* is not one."""
+    transport = FilesTransport(read_config_drive(path))
+    log.info("serving the config drive %s; no metadata service is asked", path)
+    return "openstack", transport
+
+
+def _decoded(files: object, source: str) -> dict[str, bytes]:
+    """A snapshot's ``"files"``, each value back to its bytes."""
+    if not isinstance(files, dict):
+        raise ConfigError(f'snapshot {source}: "files" must be an object')
+    decoded: dict[str, bytes] = {}
+    for name, value in files.items():
+        try:
+            decoded[str(name)] = decode_leaf(value)
+        except DocumentError as exc:
+            raise ConfigError(f"snapshot {source}: {name}: {exc}") from None
+    return decoded
+
+
 class FilesTransport(httpx.AsyncBaseTransport):
-    """Answers any provider's GETs from a ``{mount path: bytes}`` snapshot: the request's URL
-    path, less the provider's root, names the file (``/computeMetadata/v1/instance/zone``)."""
+    """Answers any provider's GETs from ``{mount path: bytes}`` (a snapshot, a config drive):
+    each file at the URL path its provider asks for it (`serve_for`); anything else is a 404."""
 
-    def __init__(self, files: object, source: str) -> None:
-        if not isinstance(files, dict):
-            raise ConfigError(f'snapshot {source}: "files" must be an object')
-        self._files: dict[str, bytes] = {}
-        for name, value in files.items():
-            try:
-                self._files[str(name)] = decode_leaf(value)
-            except DocumentError as exc:
-                raise ConfigError(f"snapshot {source}: {name}: {exc}") from None
-        self._root = "/"
+    def __init__(self, files: Mapping[str, bytes]) -> None:
+        self._files = dict(files)
+        self._by_url: dict[str, bytes] = {}
 
-    def serve_under(self, root: str) -> None:
-        """The URL path the provider puts before a mount path."""
-        self._root = root
+    def serve_for(self, provider: Provider) -> None:
+        """Serve each file where *provider* looks for it: ``instance/zone`` at
+        ``/computeMetadata/v1/instance/zone``, ``openstack/user_data`` at
+        ``/openstack/latest/user_data``."""
+        self._by_url = {
+            urllib.parse.urlsplit(provider.url(path)).path: body
+            for path, body in self._files.items()
+        }
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path.removeprefix(self._root)
-        body = self._files.get(path) if request.url.path.startswith(self._root) else None
+        body = self._by_url.get(request.url.path)
         return _response(404, b"") if body is None else _response(200, body)
 
 

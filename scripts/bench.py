@@ -10,8 +10,9 @@ own, on loopback, with an injected per-request latency standing in for the link-
 2. the script habit: ``curl -X PUT`` a token + ``curl`` the value, per read, vs ``cat``;
 3. a cold full tree: a fresh mount walked and read in full vs a sequential crawler
    (cloud-init's if importable, else a faithful copy of its walk) and a sequential httpx crawl;
-   and Azure's, vs a crawler asking for each value by its path (``format=text``), as scripts
-   do, waiting out each 429 (Azure allows 5 requests per second);
+   and the same on Azure's emulator vs a crawler asking for each value by its path
+   (``format=text``), as scripts do, waiting out each 429 (Azure allows 5 requests per
+   second), and on OpenStack's (Nova: no token) vs a sequential crawl of that tree;
 4. fan-out: 64 processes reading one cold path at once (HTTP GETs for it: target 1);
 5. the daemon's peak RSS with the whole tree cached.
 
@@ -41,9 +42,11 @@ from pathlib import Path
 
 import httpx
 
-from imdsfs import ClientConfig, Ec2Provider
-from imdsfs.emulator import AzureEmulator, Emulator
+from imdsfs import ClientConfig, Ec2Provider, Provider
+from imdsfs._provider import NodeKind
+from imdsfs.emulator import AzureEmulator, Emulator, OpenStackEmulator
 from imdsfs.providers.azure import PINNED
+from imdsfs.providers.openstack import OpenStackProvider
 from imdsfs.testing import MountNotReady, MountProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,13 +78,13 @@ class Result:
 class EmulatorProcess:
     """The emulator in its own process, as IMDS is never in its clients' processes: its threads
     then take no turns at this process's GIL while the readers here are timed. Its counters
-    are read over a pipe."""
+    are read over a pipe. *provider*: ``ec2`` (the EC2 emulator) or ``openstack`` (Nova's)."""
 
-    def __init__(self, latency: float, cloud: str = "ec2") -> None:
-        self.cloud = cloud
+    def __init__(self, latency: float, provider: str = "ec2") -> None:
+        self.provider = provider
         self._pipe, child = multiprocessing.Pipe()
         self._process = multiprocessing.Process(
-            target=_serve_emulator, args=(child, latency, cloud), daemon=True
+            target=_serve_emulator, args=(child, latency, provider), daemon=True
         )
         self._process.start()
         self.url: str = self._pipe.recv()
@@ -108,8 +111,9 @@ class EmulatorProcess:
         return self._pipe.recv()
 
 
-def _serve_emulator(pipe: Connection, latency: float, cloud: str) -> None:
-    with Emulator() if cloud == "ec2" else AzureEmulator() as emulator:
+def _serve_emulator(pipe: Connection, latency: float, provider: str) -> None:
+    emulators = {"ec2": Emulator, "azure": AzureEmulator, "openstack": OpenStackEmulator}
+    with emulators[provider]() as emulator:
         emulator.faults.latency = latency
         pipe.send(emulator.url)
         while True:
@@ -137,8 +141,9 @@ def mounted(
     """A fresh imdsfs mount in the foreground; unmounted on exit."""
     path = Path(tempfile.mkdtemp(prefix="imdsfs-bench-"))
     try:
-        provider = ("--provider", emulator.cloud, "--endpoint", emulator.url)
-        mount = MountProcess.start(path, *provider, *args)
+        mount = MountProcess.start(
+            path, "--provider", emulator.provider, "--endpoint", emulator.url, *args
+        )
     except MountNotReady as exc:
         raise SystemExit(f"bench: {exc}") from None
     try:
@@ -506,7 +511,7 @@ def _azure_leaves(node: object, prefix: str = "") -> Iterator[str]:
 def bench_azure_cold_tree(latency: float, repeats: int) -> Result:
     """A fresh mount of Azure's emulator read in full vs the per-path crawler; requests
     include the 429s (Azure's limit, kept by the mount: it should get none)."""
-    azure = EmulatorProcess(latency, cloud="azure")
+    azure = EmulatorProcess(latency, "azure")
     try:
 
         def timed(fn: Callable[[], object]) -> tuple[float, int, int]:
@@ -542,6 +547,80 @@ def bench_azure_cold_tree(latency: float, repeats: int) -> Result:
         "ms",
         ">= 5x faster, <= requests, no 429",
         met,
+        notes,
+    )
+
+
+def sequential_crawl_openstack(base: str) -> int:
+    """What a script or a boot-time crawler does on OpenStack: no token (Nova has none), one
+    GET per listing and per file, strictly in sequence (urllib): the EC2 tree, the user data,
+    and ``/openstack/latest/``'s files. The same files the mount shows, by imdsfs's own rules."""
+
+    def get(path: str) -> bytes:
+        url = base + _NOVA.url(path).removeprefix(_NOVA.endpoint)
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bytes(response.read())
+
+    files = _crawl_provider(_NOVA, get, "")
+    for extra in _NOVA.root_extras:
+        if extra.kind is NodeKind.DIRECTORY:
+            files += _crawl_provider(_NOVA, get, extra.path)
+        else:
+            get(extra.path)
+            files += 1
+    return files
+
+
+_NOVA = OpenStackProvider(ClientConfig(provider="openstack", endpoint="http://unused.invalid"), {})
+
+
+def _crawl_provider(provider: Provider, get: Callable[[str], bytes], directory: str) -> int:
+    """One GET per listing and per file below mount path *directory*, in sequence."""
+    files = 0
+    for entry in provider.parse_listing(get(directory), directory, limit=100_000).entries:
+        if entry.kind is NodeKind.DIRECTORY:
+            files += _crawl_provider(provider, get, entry.path)
+        elif entry.kind is NodeKind.FILE:
+            get(entry.path)
+            files += 1
+    return files
+
+
+def bench_openstack_cold_tree(latency: float, repeats: int) -> Result:
+    """The cold full tree on Nova: a fresh mount walked and read in full vs a sequential
+    crawl of the same files; no token either way."""
+    emulator = EmulatorProcess(latency, "openstack")
+    try:
+
+        def timed(fn: Callable[[], object]) -> tuple[float, int, int]:
+            emulator.reset_counters()
+            started = time.perf_counter()
+            fn()
+            return time.perf_counter() - started, emulator.count(), emulator.count("PUT")
+
+        def imdsfs_cold() -> tuple[float, int, int]:
+            with mounted(emulator) as (mount, _process):
+                return timed(lambda: walk_and_read(mount))
+
+        crawls = [timed(lambda: sequential_crawl_openstack(emulator.url)) for _ in range(repeats)]
+        runs = [imdsfs_cold() for _ in range(repeats)]
+    finally:
+        emulator.close()
+    crawl_t, crawl_n = statistics.median(c[0] for c in crawls), crawls[0][1]
+    t, n = statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+    notes = {
+        "imdsfs_requests": n,
+        "crawler_requests": crawl_n,
+        "token_puts": max(r[2] for r in runs),
+    }
+    return Result(
+        "OpenStack cold full tree",
+        t * 1e3,
+        crawl_t * 1e3,
+        "sequential crawl (urllib, no token)",
+        "ms",
+        ">= 5x faster, <= requests",
+        crawl_t >= 5 * t and n <= crawl_n,
         notes,
     )
 
@@ -662,6 +741,7 @@ def main() -> int:
             shutil.rmtree(tmpfs)
         results += bench_cold_tree(emulator, args.repeats)
         results.append(bench_azure_cold_tree(args.latency / 1000, args.repeats))
+        results.append(bench_openstack_cold_tree(args.latency / 1000, args.repeats))
         results.append(bench_fan_out(emulator))
         results.append(bench_rss(emulator))
     finally:

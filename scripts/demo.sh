@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the local IMDS emulator, imdsfs mounted on it in a temporary directory, a look at
 # the tree, then a clean unmount. Runs anywhere with FUSE; no cloud needed.
-# PROVIDER=gce (or azure) make demo shows Google Compute Engine's (or Azure's) tree instead.
+# PROVIDER=gce make demo shows Google Compute Engine's tree instead of EC2's; PROVIDER=azure
+# shows Azure's, PROVIDER=openstack OpenStack's (Nova's EC2-style tree, and openstack/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -49,6 +50,11 @@ azure)
     run cat instance/compute/location; echo
     run ls -l instance/network/interface/0/ipv4/ipAddress/0
     run cat scheduledevents; echo
+openstack)
+    run cat instance-id; echo
+    run cat placement/availability-zone; echo
+    run ls -l openstack
+    run cat openstack/network_data.json; echo
     ;;
 esac
 cd /

@@ -106,6 +106,7 @@ def test_every_fstab_option_is_an_option_of_imdsfs_mount() -> None:
         "max_requests": "4",
         "secret_mode": "0440",
         "snapshot": "/tmp/instance.json",
+        "config_drive": "/mnt/config-2",
         "log_file": "/var/log/imds.log",
         "provider": "ec2",
     }
@@ -123,6 +124,7 @@ def test_every_fstab_option_is_an_option_of_imdsfs_mount() -> None:
     assert (args.deadline, args.stale_bound, args.max_requests) == (3.0, 60.0, 4)
     assert (args.secret_mode, args.from_snapshot) == (0o440, "/tmp/instance.json")
     assert args.log_file == "/var/log/imds.log"
+    assert args.from_config_drive == "/mnt/config-2"
 
 
 def test_main_reports_a_bad_fstab_option_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,11 +32,18 @@ VOCABULARY = {
 # What each module may import besides the vocabulary.
 ALLOWED: dict[str, set[str]] = {
     "_transport": set(),
-    "providers": {"providers.ec2", "providers.gce", "providers.azure", "providers._detect"},
+    "providers": {
+        "providers.ec2",
+        "providers.gce",
+        "providers.azure",
+        "providers.openstack",
+        "providers._detect",
+    },
     "providers._detect": set(),
     "providers.ec2": {"_transport"},
     "providers.gce": {"_transport"},
     "providers.azure": {"_transport"},
+    "providers.openstack": {"_transport", "providers.ec2"},
     "_client": {"_transport", "providers"},
     "_cache": {"_client"},
     "_tree": {"_cache"},
@@ -45,7 +52,8 @@ ALLOWED: dict[str, set[str]] = {
     "_watch": {"_cache"},
     "_fs": {"_tree", "_budget", "_introspect", "_watch"},
     "_wait": set(),
-    "_snapshot": {"_client", "_cache", "_tree"},
+    "_snapshot": {"_client", "_cache", "_tree", "_config_drive"},
+    "_config_drive": set(),
     "_fstab": set(),
     "_mount": {"_fs", "_tree", "_cache", "_client", "providers", "_snapshot"},
     "_cli": {

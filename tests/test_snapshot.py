@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from imdsfs._snapshot import crawl
-from imdsfs.emulator import AzureEmulator, Emulator, InstanceDocument, default_document
+from imdsfs.emulator import (
+    AzureEmulator,
+    Emulator,
+    InstanceDocument,
+    OpenStackEmulator,
+    default_document,
+)
 
 from .conftest import MakeClient, MakeEmulator, MakeGceEmulator, Mounted
 from .test_fs import all_leaves
@@ -244,3 +250,37 @@ def test_a_snapshot_of_one_cloud_is_not_mounted_as_another(
     result = imdsfs("mount", "--provider", "ec2", "--from-snapshot", str(snapshot), str(mount_base))
     assert result.returncode == 2
     assert b"is a snapshot of gce, not ec2" in result.stderr
+
+
+def test_an_openstack_snapshot_mount_serves_what_the_live_mount_served(
+    make_mount: Callable[..., Mounted], tmp_path: Path
+) -> None:
+    snapshot = tmp_path / "openstack.json"
+    with OpenStackEmulator() as nova:
+        dumped = imdsfs(
+            "dump", "--provider", "openstack", "--endpoint", nova.url, "-o", str(snapshot)
+        )
+        assert dumped.returncode == 0, dumped.stderr
+        assert nova.counters.count(method="PUT") == 0
+        live = files_under(make_mount(None, "--provider", "openstack", "--endpoint", nova.url).path)
+    files = json.loads(snapshot.read_text())["files"]  # offline from here on
+    assert {"", "user-data", "openstack/", "openstack/vendor_data2.json"} <= set(files)
+
+    mounted = make_mount(None, "--from-snapshot", str(snapshot))
+    offline = files_under(mounted.path)
+    assert offline.pop("openstack/meta_data.json") == files["openstack/meta_data.json"].encode()
+    live.pop("openstack/meta_data.json")  # a random_seed of its own: Nova draws one per GET
+    assert offline == live
+    assert stat.S_IMODE((mounted.path / "openstack/vendor_data.json").stat().st_mode) == 0o400
+
+
+def test_an_openstack_dump_can_leave_out_user_data_and_vendor_data(tmp_path: Path) -> None:
+    with OpenStackEmulator() as nova:
+        dumped = imdsfs("dump", "--provider", "openstack", "--endpoint", nova.url, "--omit-secrets")
+        assert dumped.returncode == 0, dumped.stderr
+        fetched = nova.counters.paths()
+    files = json.loads(dumped.stdout)["files"]
+    assert "openstack/meta_data.json" in files
+    left_out = ("user-data", "openstack/user_data", "openstack/vendor_data.json")
+    assert not set(left_out) & set(files)
+    assert "/openstack/latest/vendor_data2.json" not in fetched  # not even fetched

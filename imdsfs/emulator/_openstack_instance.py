@@ -369,12 +369,9 @@ class OpenStackInstance:
                 data = self._ec2_data(version)
                 if "user-data" in data:
                     files[f"ec2/{version}/user-data"] = data["user-data"]
-                meta = data["meta-data"]
-                keys = meta.get("public-keys")
-                if isinstance(keys, dict):
-                    for entry in keys.values():
-                        entry.pop("_name", None)
-                files[f"ec2/{version}/meta-data.json"] = _dumps(meta)
+                # Nova means to drop public-keys' "_name" here, but its `del` looks in the
+                # wrong dict (``data``, not ``data["meta-data"]``): the drive keeps it.
+                files[f"ec2/{version}/meta-data.json"] = _dumps(data["meta-data"])
             for version in (*OPENSTACK_VERSIONS, "latest"):
                 names = [n for n in self._listing(EPOXY if version == "latest" else version)]
                 for name in names:

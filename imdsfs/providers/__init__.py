@@ -19,6 +19,7 @@ from ._detect import detect, dmi_dir, from_dmi
 from .azure import AzureProvider
 from .ec2 import Ec2Provider
 from .gce import GceProvider
+from .openstack import OpenStackProvider
 
 __all__ = ["AUTO", "PROVIDERS", "check_allowed", "create"]
 
@@ -30,6 +31,7 @@ PROVIDERS: dict[str, type[Provider]] = {
     "azure": AzureProvider,
     "ec2": Ec2Provider,
     "gce": GceProvider,
+    "openstack": OpenStackProvider,
 }
 
 

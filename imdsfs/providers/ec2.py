@@ -35,7 +35,7 @@ from .._settings import ClientConfig
 from .._transport import SMALL_NUMBER, Reply, Transport
 from .._ttl import rules
 
-__all__ = ["Ec2Provider", "TokenManager", "resolve_endpoint"]
+__all__ = ["Ec2Layout", "Ec2Provider", "TokenManager", "resolve_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,12 @@ def _v1_refusal(config: ClientConfig, environ: Mapping[str, str]) -> str | None:
 # -- the provider ----------------------------------------------------------------------------
 
 
-class Ec2Provider(Provider):
-    name = "ec2"
+class Ec2Layout(Provider):
+    """The EC2 tree as a mount shows it, whoever serves it (EC2; OpenStack's Nova serves the
+    same tree): the categories of ``/latest/meta-data/`` at the root, ``public-keys``' quirk,
+    which files are secret and how long each kind of value stays true. Where the service is
+    and how to be let in are the subclass's."""
+
     # Files holding credentials, user-supplied secrets, or proofs of the instance's identity
     # (Vault's EC2 auth method accepts the signed documents). The document itself is not one.
     secrets = SecretRules(
@@ -145,6 +149,27 @@ class Ec2Provider(Provider):
         ListingEntry("user-data", NodeKind.FILE, "user-data"),
     )
 
+    def url(self, path: str) -> str:
+        """``placement/region`` → ``/latest/meta-data/placement/region``; ``dynamic/...`` and
+        ``user-data`` live beside ``meta-data/``."""
+        if path == "user-data" or path.startswith("dynamic/"):
+            return f"{self.endpoint}/latest/{path}"
+        return f"{self.endpoint}/latest/meta-data/{path}"
+
+    def entries_for(self, name: str, is_dir: bool, directory: str) -> Iterator[ListingEntry]:
+        key = _PUBLIC_KEY_ENTRY.fullmatch(name) if directory == "public-keys/" else None
+        if key is None:
+            yield from super().entries_for(name, is_dir, directory)
+            return
+        index, key_name = key.groups()
+        yield ListingEntry(index, NodeKind.DIRECTORY, f"{directory}{index}/", listed=name)
+        if key_name != index and self.problem_with(index, directory) is None:
+            yield ListingEntry(key_name, NodeKind.SYMLINK, f"{directory}{key_name}", target=index)
+
+
+class Ec2Provider(Ec2Layout):
+    name = "ec2"
+
     def __init__(self, config: ClientConfig, environ: Mapping[str, str]) -> None:
         super().__init__(config, environ)
         self._v1_refusal = _v1_refusal(config, environ)
@@ -160,13 +185,6 @@ class Ec2Provider(Provider):
             return f"{DISABLED_ENV}=true: IMDS access is turned off here"
         return None
 
-    def url(self, path: str) -> str:
-        """``placement/region`` → ``/latest/meta-data/placement/region``; ``dynamic/...`` and
-        ``user-data`` live beside ``meta-data/``."""
-        if path == "user-data" or path.startswith("dynamic/"):
-            return f"{self.endpoint}/latest/{path}"
-        return f"{self.endpoint}/latest/meta-data/{path}"
-
     def authenticator(self, transport: Transport) -> TokenManager:
         return TokenManager(
             transport,
@@ -176,16 +194,6 @@ class Ec2Provider(Provider):
             retry_after=self.config.token_retry_after,
             timeout=self.config.timeout,
         )
-
-    def entries_for(self, name: str, is_dir: bool, directory: str) -> Iterator[ListingEntry]:
-        key = _PUBLIC_KEY_ENTRY.fullmatch(name) if directory == "public-keys/" else None
-        if key is None:
-            yield from super().entries_for(name, is_dir, directory)
-            return
-        index, key_name = key.groups()
-        yield ListingEntry(index, NodeKind.DIRECTORY, f"{directory}{index}/", listed=name)
-        if key_name != index and self.problem_with(index, directory) is None:
-            yield ListingEntry(key_name, NodeKind.SYMLINK, f"{directory}{key_name}", target=index)
 
 
 # -- the IMDSv2 token ------------------------------------------------------------------------

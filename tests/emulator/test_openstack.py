@@ -363,8 +363,13 @@ def test_the_config_drive_holds_the_same_content(nova: OpenStackEmulator, tmp_pa
     ec2 = json.loads((tmp_path / "ec2/latest/meta-data.json").read_text())
     assert ec2["security-groups"] == ["default", "web-servers"]  # Nova's types
     assert ec2["ami-launch-index"] == 0
+    # Nova's metadata_for_config_drive means to drop "_name", but its `del` looks in the wrong
+    # dict (data["public-keys"], not data["meta-data"]["public-keys"]): it stays on the drive.
     assert ec2["public-keys"] == {
-        "0": {"openssh-key": nova.get_bytes("latest/meta-data/public-keys/0/openssh-key").decode()}
+        "0": {
+            "_name": "0=imdsfs-demo-key",
+            "openssh-key": nova.get_bytes("latest/meta-data/public-keys/0/openssh-key").decode(),
+        }
     }
     assert list(ec2)[:4] == ["ami-id", "ami-launch-index", "ami-manifest-path", "instance-id"]
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from imdsfs import ClientConfig
-from imdsfs.emulator import AzureEmulator, Emulator, ManualClock
+from imdsfs.emulator import AzureEmulator, Emulator, ManualClock, OpenStackEmulator
 from imdsfs.providers import PROVIDERS, create
 from imdsfs.providers._detect import AZURE_ASSET_TAG, DMI_DIR_ENV, detect
 
@@ -37,6 +37,14 @@ def dmi(tmp_path: Path, **fields: str) -> dict[str, str]:
         ({"product_uuid": "EC2E1916-9099-7CAF-FD21-012345ABCDEF"}, "ec2"),
         ({"sys_vendor": "Amazon EC2", "product_uuid": ""}, "ec2"),
         ({"chassis_asset_tag": AZURE_ASSET_TAG, "sys_vendor": "Microsoft Corporation"}, "azure"),
+        ({"product_name": "OpenStack Nova"}, "openstack"),
+        ({"product_name": "OpenStack Compute"}, "openstack"),
+        ({"chassis_asset_tag": "HUAWEICLOUD"}, "openstack"),
+        ({"chassis_asset_tag": "OpenTelekomCloud"}, "openstack"),
+        ({"chassis_asset_tag": "SAP CCloud VM"}, "openstack"),
+        ({"chassis_asset_tag": "Samsung Cloud Platform"}, "openstack"),
+        # Nova's KVM guests carry a random UUID; one starting "ec2" must not make them AWS.
+        ({"product_name": "OpenStack Nova", "product_uuid": "ec2a1b2c-0000"}, "openstack"),
     ],
 )
 def test_the_firmware_names_the_cloud_without_a_probe(
@@ -71,6 +79,15 @@ def test_a_throttled_azure_is_still_azure(tmp_path: Path) -> None:
         assert azure.counters.count(path="/metadata/versions", status=429) == 1
 
 
+def test_with_silent_firmware_an_ec2_style_service_that_has_openstack_is_openstack(
+    tmp_path: Path,
+) -> None:
+    with OpenStackEmulator() as nova:
+        name, why = detect(ClientConfig(endpoint=nova.url), dmi(tmp_path), PROVIDERS)
+        assert (name, "answered" in why) == ("openstack", True)
+        assert nova.counters.count(method="PUT", path="/latest/api/token") == 1  # EC2's probe
+
+
 def test_with_silent_firmware_and_nothing_answering_it_is_ec2_as_before(tmp_path: Path) -> None:
     name, why = detect(ClientConfig(endpoint=CLOSED), dmi(tmp_path), PROVIDERS)
     assert name == "ec2"
@@ -98,22 +115,29 @@ def _in_namespace(script: str, timeout: float = 60) -> subprocess.CompletedProce
     )
 
 
-def test_default_endpoints_are_probed_in_a_namespace_of_our_own(tmp_path: Path) -> None:
-    """No --endpoint: the probes go to the well-known addresses, here our emulator's."""
+@pytest.mark.parametrize(
+    ("emulator_class", "expected"), [("Emulator", "ec2"), ("OpenStackEmulator", "openstack")]
+)
+def test_default_endpoints_are_probed_in_a_namespace_of_our_own(
+    tmp_path: Path, emulator_class: str, expected: str
+) -> None:
+    """No --endpoint: the probes go to the well-known addresses, here our emulator's. Both
+    answer EC2's paths there; only Nova's /openstack/ tells OpenStack from AWS. Either way one
+    token PUT (EC2's probe) at most."""
     result = _in_namespace(
         f"""
         import logging
         from imdsfs import ClientConfig
-        from imdsfs.emulator import Emulator
+        from imdsfs.emulator import {emulator_class}
         from imdsfs.providers import PROVIDERS
         from imdsfs.providers._detect import detect
-        with Emulator(host="169.254.169.254", port=80) as emu:
+        with {emulator_class}(host="169.254.169.254", port=80) as emu:
             name, why = detect(ClientConfig(), {{"{DMI_DIR_ENV}": "{tmp_path}"}}, PROVIDERS)
             print(name, emu.counters.count(method="PUT", path="/latest/api/token"))
         """
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["ec2", "1"]
+    assert result.stdout.split() == [expected, "1"]
 
 
 def test_azure_at_the_default_address_is_found_in_a_namespace_of_our_own(tmp_path: Path) -> None:

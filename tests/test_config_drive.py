@@ -1,0 +1,163 @@
+"""An OpenStack config drive as an offline source: ``imdsfs mount --from-config-drive DIR``
+serves what Nova's metadata service serves for the same instance."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from imdsfs import ClientConfig, ImdsClient
+from imdsfs._config_drive import read_config_drive
+from imdsfs._snapshot import crawl_files
+from imdsfs.emulator import OpenStackEmulator
+
+from .conftest import Mounted
+from .test_gce_mount import files_under
+from .test_openstack_mount import same_but_the_seed
+from .test_snapshot import imdsfs
+
+SEEDED = "openstack/meta_data.json"
+
+
+@pytest.fixture
+def nova() -> Iterator[OpenStackEmulator]:
+    with OpenStackEmulator(seed=7) as emu:
+        yield emu
+
+
+@pytest.fixture
+def drive(nova: OpenStackEmulator, tmp_path: Path) -> Path:
+    """The emulator's instance as Nova writes it on a config drive (as if mounted here)."""
+    nova.config_drive(tmp_path / "config-2")
+    return tmp_path / "config-2"
+
+
+async def served_files(nova: OpenStackEmulator) -> dict[str, bytes]:
+    """What ``imdsfs dump --provider openstack`` gets from the service, listings included."""
+    config = ClientConfig(provider="openstack", endpoint=nova.url)
+    async with ImdsClient(config, environ={}) as client:
+        files = (await crawl_files(client))["files"]
+    assert isinstance(files, dict)
+    return {path: value.encode() for path, value in files.items()}
+
+
+async def test_the_drive_holds_novas_answers_byte_for_byte(
+    nova: OpenStackEmulator, drive: Path
+) -> None:
+    """Listings and values alike, but for what a drive cannot hold: Nova's per-request
+    random_seed, and the password, which Nova lists but never writes on a drive."""
+    on_drive, served = read_config_drive(str(drive)), await served_files(nova)
+    assert same_but_the_seed(on_drive.pop(SEEDED), served.pop(SEEDED))
+    listing = served.pop("openstack/").decode().split("\n")
+    assert on_drive.pop("openstack/").decode().split("\n") == [
+        name for name in listing if name != "password"
+    ]
+    assert on_drive == served
+
+
+def test_a_drive_mount_is_the_live_mount_file_for_file(
+    make_mount: Callable[..., Mounted], nova: OpenStackEmulator, drive: Path
+) -> None:
+    live = files_under(make_mount(None, "--provider", "openstack", "--endpoint", nova.url).path)
+    nova.stop()  # offline from here on
+    mounted = make_mount(None, "--from-config-drive", str(drive))
+    offline = files_under(mounted.path)
+    assert offline.pop(SEEDED) == (drive / "openstack/latest/meta_data.json").read_bytes()
+    live.pop(SEEDED)
+    assert offline == live
+    assert os.readlink(mounted.path / "public-keys/imdsfs-demo-key") == "0"
+    assert stat.S_IMODE((mounted.path / "openstack/user_data").stat().st_mode) == 0o400
+    assert "serving the config drive" in mounted.log()
+
+
+def test_a_drive_without_user_data_mounts_without_it(
+    make_mount: Callable[..., Mounted], nova: OpenStackEmulator, tmp_path: Path
+) -> None:
+    nova.delete("user-data")
+    nova.config_drive(tmp_path / "drive")
+    mounted = make_mount(None, "--from-config-drive", str(tmp_path / "drive"))
+    assert "user-data" not in os.listdir(mounted.path)
+    assert "user_data" not in os.listdir(mounted.path / "openstack")
+    assert (mounted.path / "instance-id").read_bytes() == b"i-0000a3f1"
+
+
+def test_a_drive_with_no_ec2_data_shows_openstack_only(drive: Path) -> None:
+    """Bare-metal drives (Ironic) may hold the OpenStack files alone."""
+    for name in os.listdir(drive / "ec2/latest"):
+        (drive / "ec2/latest" / name).unlink()
+    files = read_config_drive(str(drive))
+    assert files[""] == b""
+    assert "user-data" not in files
+    assert files["openstack/user_data"].startswith(b"#cloud-config")
+
+
+def test_nova_renders_numbers_lists_and_key_names_as_it_serves_them(drive: Path) -> None:
+    files = read_config_drive(str(drive))
+    assert files["ami-launch-index"] == b"0"  # an int on the drive
+    assert files["security-groups"] == b"default\nweb-servers"  # a list on the drive
+    assert files["public-keys/"] == b"0=imdsfs-demo-key"  # its _name
+    assert files["public-keys/0/"] == b"openssh-key"
+    assert files["placement/"] == b"availability-zone"
+
+
+# -- what is not a config drive, and options that do not go with one -----------------------
+
+
+def mount_drive(path: Path | str, mountpoint: Path, *args: str) -> tuple[int, str]:
+    result = imdsfs(
+        "mount", "--foreground", "--from-config-drive", str(path), *args, str(mountpoint)
+    )
+    assert not os.path.ismount(mountpoint)
+    assert b"Traceback" not in result.stderr
+    return result.returncode, result.stderr.decode().strip()
+
+
+def test_a_directory_that_is_not_a_config_drive_is_refused(
+    tmp_path: Path, mount_base: Path
+) -> None:
+    (tmp_path / "openstack").mkdir()
+    status, error = mount_drive(tmp_path, mount_base)
+    assert status == 2
+    assert error == (
+        f"imdsfs: {tmp_path} is not a config drive: it has no openstack/latest/meta_data.json"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("/nonexistent/config-2", "/nonexistent/config-2: No such file or directory"),
+        ("/dev/null", "/dev/null is not a directory: mount the config-2 file system"),
+    ],
+)
+def test_a_path_that_is_no_directory_is_refused(path: str, problem: str, mount_base: Path) -> None:
+    status, error = mount_drive(path, mount_base)
+    assert status == 2
+    assert error.startswith(f"imdsfs: config drive {problem}")
+
+
+def test_a_damaged_file_on_the_drive_is_named(drive: Path, mount_base: Path) -> None:
+    (drive / "ec2/latest/meta-data.json").write_text("{not json")
+    status, error = mount_drive(drive, mount_base)
+    assert status == 2
+    assert error.startswith(f"imdsfs: config drive {drive}: ec2/latest/meta-data.json: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("--endpoint", "http://127.0.0.1:9"), "--from-config-drive serves a directory"),
+        (("--from-snapshot", "x.json"), "--from-config-drive and --from-snapshot"),
+        (("--provider", "ec2"), "a config drive is OpenStack's, not ec2"),
+    ],
+)
+def test_options_that_do_not_go_with_a_drive_are_refused(
+    drive: Path, mount_base: Path, args: tuple[str, ...], problem: str
+) -> None:
+    status, error = mount_drive(drive, mount_base, *args)
+    assert status == 2
+    assert problem in error
