@@ -177,6 +177,10 @@ class ImdsOperations(pyfuse3.Operations):
             return opened.body is not None or opened.watch_file is None
         return unknown
 
+    def _unknown(self, path: str) -> bool:
+        """Whether the cache knows neither a fresh value of *path* nor that it is gone."""
+        return self.tree.cache.peek(path) is None and not self.tree.cache.absent(path)
+
     # --- names and attributes -------------------------------------------------------------
 
     @_handler
@@ -330,6 +334,8 @@ class ImdsOperations(pyfuse3.Operations):
         if not opened.polled:
             self._start_polling(fh, opened)
             opened.changed = self._outdated(opened)  # changed since it was opened
+            if not opened.changed and self._unknown(opened.path):
+                self.watches.ask_now(opened.path)  # it may have: find out
         if poll_handle is not None:
             opened.handle = poll_handle  # replaces (and so drops) any older one
         mask = _READABLE if opened.body is not None else 0

@@ -58,6 +58,12 @@ class Watches:
         if self._waiting[path] <= 0:
             del self._waiting[path]
 
+    def ask_now(self, path: str) -> None:
+        """Ask for *path* at once, out of turn (a poller came with a value the cache can no
+        longer vouch for: a change feed's news arrived before it polled)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._ask, path)
+
     def paths(self) -> list[str]:
         return sorted(self._waiting)
 
@@ -81,10 +87,13 @@ class Watches:
             while path in self._waiting:
                 await trio.sleep(max(self._cache.ttl(path), MIN_INTERVAL))
                 if path in self._waiting and not self._cache.pushed(path):
-                    await self._cache.refresh(path)
-                    self._refreshed(path)
+                    await self._ask(path)
         finally:
             self._refreshing.discard(path)
+
+    async def _ask(self, path: str) -> None:
+        await self._cache.refresh(path)
+        self._refreshed(path)
 
     def _changed(self, path: str) -> None:
         """A watched path that appeared or vanished changes its parents' listings too: they

@@ -112,13 +112,15 @@ def test_gce_change_feed_wakes_a_poller_at_once_whatever_the_ttl(
     make_mount: Callable[..., Mounted], gce_emulator: GceEmulator
 ) -> None:
     """GCE reports changes itself: a poller is woken by the news, not by a refresh a TTL
-    later (the feed makes the value stale without knowing it, which must still count)."""
+    later, even when the news came between its open and its poll (the feed makes the value
+    stale without knowing it: the poll then asks for it)."""
     mounted = make_mount(gce_emulator, "--provider", "gce", "--ttl", "instance/**=60")
     fd = os.open(mounted.path / "instance" / "preempted", os.O_RDONLY)
     try:
         assert read_from_start(fd) == b"FALSE"
         gce_emulator.schedule_preemption(after=0.0)
         gce_emulator.get_bytes("instance/preempted")  # apply it now, on the emulator's clock
+        time.sleep(0.5)  # the news arrives before the poll: it must not be missed
         events, took = poll_for_change(fd, 10.0)
         assert events, "not woken"
         assert events[0][1] & select.POLLPRI
