@@ -12,7 +12,8 @@ own, on loopback, with an injected per-request latency standing in for the link-
    (cloud-init's if importable, else a faithful copy of its walk) and a sequential httpx crawl;
    and the same on Azure's emulator vs a crawler asking for each value by its path
    (``format=text``), as scripts do, waiting out each 429 (Azure allows 5 requests per
-   second), and on OpenStack's (Nova: no token) vs a sequential crawl of that tree;
+   second), and on GCE's and OpenStack's (Nova: no token) vs a sequential crawl of that tree;
+   on GCE also the time from a change to a poller of the mount woken, vs GCE's own long-poll;
 4. fan-out: 64 processes reading one cold path at once (HTTP GETs for it: target 1);
 5. the daemon's peak RSS with the whole tree cached.
 
@@ -27,11 +28,13 @@ import functools
 import json
 import multiprocessing
 import os
+import select
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -44,8 +47,9 @@ import httpx
 
 from imdsfs import ClientConfig, Ec2Provider, Provider
 from imdsfs._provider import NodeKind
-from imdsfs.emulator import AzureEmulator, Emulator, OpenStackEmulator
+from imdsfs.emulator import AzureEmulator, Emulator, GceEmulator, OpenStackEmulator
 from imdsfs.providers.azure import PINNED
+from imdsfs.providers.gce import GceProvider
 from imdsfs.providers.openstack import OpenStackProvider
 from imdsfs.testing import MountNotReady, MountProcess
 
@@ -78,7 +82,8 @@ class Result:
 class EmulatorProcess:
     """The emulator in its own process, as IMDS is never in its clients' processes: its threads
     then take no turns at this process's GIL while the readers here are timed. Its counters
-    are read over a pipe. *provider*: ``ec2`` (the EC2 emulator) or ``openstack`` (Nova's)."""
+    are read over a pipe. *provider*: ``ec2`` (the EC2 emulator), ``gce``, ``azure`` or
+    ``openstack`` (Nova's)."""
 
     def __init__(self, latency: float, provider: str = "ec2") -> None:
         self.provider = provider
@@ -102,6 +107,10 @@ class EmulatorProcess:
         """Requests answered 429 (Azure's limit)."""
         return int(self._ask("throttled"))
 
+    def set(self, path: str, value: str) -> None:
+        """GCE's: change a value (and wake the long-polls watching it)."""
+        self._ask("set", path, value)
+
     def close(self) -> None:
         self._ask("stop")
         self._process.join(timeout=10)
@@ -112,7 +121,12 @@ class EmulatorProcess:
 
 
 def _serve_emulator(pipe: Connection, latency: float, provider: str) -> None:
-    emulators = {"ec2": Emulator, "azure": AzureEmulator, "openstack": OpenStackEmulator}
+    emulators = {
+        "ec2": Emulator,
+        "gce": GceEmulator,
+        "azure": AzureEmulator,
+        "openstack": OpenStackEmulator,
+    }
     with emulators[provider]() as emulator:
         emulator.faults.latency = latency
         pipe.send(emulator.url)
@@ -124,6 +138,8 @@ def _serve_emulator(pipe: Connection, latency: float, provider: str) -> None:
                 pipe.send(emulator.counters.reset())
             elif operation == "count":
                 pipe.send(emulator.counters.count(*args))
+            elif operation == "set" and isinstance(emulator, GceEmulator):
+                pipe.send(emulator.set(*args))
             elif operation == "throttled":
                 pipe.send(getattr(emulator, "throttled", 0))
             else:
@@ -625,6 +641,132 @@ def bench_openstack_cold_tree(latency: float, repeats: int) -> Result:
     )
 
 
+_GCE = GceProvider(ClientConfig(provider="gce", endpoint="http://unused.invalid"), {})
+_GCE_FLAVOR = {"Metadata-Flavor": "Google"}
+
+
+def sequential_crawl_gce(base: str) -> int:
+    """What a script or a per-key reader does on GCE: one GET per listing and per file, in
+    sequence (urllib, ``Metadata-Flavor: Google``), the files the mount shows."""
+
+    def get(path: str) -> bytes:
+        url = base + _GCE.url(path).removeprefix(_GCE.endpoint)
+        request = urllib.request.Request(url, headers=_GCE_FLAVOR)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return bytes(response.read())
+
+    return _crawl_provider(_GCE, get, "")
+
+
+def bench_gce_cold_tree(latency: float, repeats: int) -> Result:
+    """A fresh mount of GCE's emulator walked and read in full (it reads a cold directory
+    with its subtree, ``?recursive=true``) vs a sequential crawl of the same files."""
+    emulator = EmulatorProcess(latency, "gce")
+    try:
+
+        def timed(fn: Callable[[], object]) -> tuple[float, int]:
+            emulator.reset_counters()
+            started = time.perf_counter()
+            fn()
+            return time.perf_counter() - started, emulator.count()
+
+        def imdsfs_cold() -> tuple[float, int]:
+            with mounted(emulator) as (mount, _process):
+                # The change feed's first long-poll answers at once (no etag yet): not the walk's.
+                time.sleep(0.5)
+                return timed(lambda: walk_and_read(mount))
+
+        crawls = [timed(lambda: sequential_crawl_gce(emulator.url)) for _ in range(repeats)]
+        runs = [imdsfs_cold() for _ in range(repeats)]
+    finally:
+        emulator.close()
+    crawl_t, crawl_n = statistics.median(c[0] for c in crawls), crawls[0][1]
+    t, n = statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+    return Result(
+        "GCE cold full tree",
+        t * 1e3,
+        crawl_t * 1e3,
+        "sequential crawl (urllib, a GET per listing and file)",
+        "ms",
+        ">= 5x faster, <= requests",
+        crawl_t >= 5 * t and n <= crawl_n,
+        {"imdsfs_requests": n, "crawler_requests": crawl_n},
+    )
+
+
+def bench_gce_change_latency(latency: float, rounds: int = 5) -> Result:
+    """From a change on GCE's emulator to a poller of the mount's file woken (``POLLPRI``)
+    vs to the return of the client's own long-poll of that value (``?wait_for_change=true``
+    with its ETag): the floor any watcher of GCE has. Values change length each round."""
+    path = "instance/attributes/bench-flag"
+    emulator = EmulatorProcess(latency, "gce")
+    try:
+        emulator.set(path, "0")
+        url = f"{emulator.url}/computeMetadata/v1/{path}"
+        with mounted(emulator) as (mount, _process):
+            (mount / path).read_bytes()
+            time.sleep(0.5)  # the change feed is waiting
+            mount_t = [
+                _poll_latency(emulator, mount / path, path, "x" * (i + 2)) for i in range(rounds)
+            ]
+            floor_t = [
+                _long_poll_latency(emulator, url, path, "y" * (i + 2)) for i in range(rounds)
+            ]
+    finally:
+        emulator.close()
+    t, floor = statistics.median(mount_t), statistics.median(floor_t)
+    return Result(
+        "GCE change to a woken poller",
+        t * 1e3,
+        floor * 1e3,
+        "the change to ?wait_for_change=true returning (httpx)",
+        "ms",
+        "<= floor + 1 s",
+        t <= floor + 1.0,
+        {"rounds": rounds, "worst_ms": round(max(mount_t) * 1e3, 1)},
+    )
+
+
+def _poll_latency(emulator: EmulatorProcess, file: Path, path: str, value: str) -> float:
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.read(fd, 1 << 16)
+        poller = select.poll()
+        poller.register(fd, select.POLLPRI)
+        woken: list[float] = []
+        thread = threading.Thread(
+            target=lambda: (poller.poll(10_000), woken.append(time.perf_counter()))
+        )
+        thread.start()
+        time.sleep(0.2)  # blocked in poll()
+        started = time.perf_counter()
+        emulator.set(path, value)
+        thread.join()
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert os.read(fd, 1 << 16) == value.encode(), "the poller read something else"
+        return woken[0] - started
+    finally:
+        os.close(fd)
+
+
+def _long_poll_latency(emulator: EmulatorProcess, url: str, path: str, value: str) -> float:
+    with httpx.Client(trust_env=False, timeout=15, headers=_GCE_FLAVOR) as client:
+        etag = client.get(url).headers["ETag"]
+        returned: list[float] = []
+
+        def long_poll() -> None:
+            client.get(url, params={"wait_for_change": "true", "last_etag": etag})
+            returned.append(time.perf_counter())
+
+        thread = threading.Thread(target=long_poll)
+        thread.start()
+        time.sleep(0.2)
+        started = time.perf_counter()
+        emulator.set(path, value)
+        thread.join()
+        return returned[0] - started
+
+
 # --- 4 and 5: fan-out and memory --------------------------------------------------------------
 
 
@@ -740,6 +882,8 @@ def main() -> int:
         finally:
             shutil.rmtree(tmpfs)
         results += bench_cold_tree(emulator, args.repeats)
+        results.append(bench_gce_cold_tree(args.latency / 1000, args.repeats))
+        results.append(bench_gce_change_latency(args.latency / 1000))
         results.append(bench_azure_cold_tree(args.latency / 1000, args.repeats))
         results.append(bench_openstack_cold_tree(args.latency / 1000, args.repeats))
         results.append(bench_fan_out(emulator))
