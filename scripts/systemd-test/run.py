@@ -447,14 +447,16 @@ class Container:
         log.close()
         if not wait_for(self._find_pid1, 30):
             raise SetupError(f"no systemd in the container after 30 s: {self.console_tail()}")
-        # systemctl fails until the manager listens; then --wait waits for the boot to end.
+        # systemctl fails until the manager listens, and says "offline" in the moment after
+        # systemd's exec before it has made /run/systemd/system (a loaded machine shows it);
+        # then --wait waits for the boot to end.
         deadline = started + timeout
         state = ""
-        while not state and time.monotonic() < deadline:
+        while state in ("", "offline") and time.monotonic() < deadline:
             left = max(1.0, deadline - time.monotonic())
             result = self.run("systemctl", "is-system-running", "--wait", timeout=left)
             state = result.stdout.strip()
-            if not state:
+            if state in ("", "offline"):
                 time.sleep(0.2)
         return state or "(no answer)", time.monotonic() - started
 
