@@ -602,45 +602,6 @@ def _crawl_provider(provider: Provider, get: Callable[[str], bytes], directory: 
     return files
 
 
-def bench_openstack_cold_tree(latency: float, repeats: int) -> Result:
-    """The cold full tree on Nova: a fresh mount walked and read in full vs a sequential
-    crawl of the same files; no token either way."""
-    emulator = EmulatorProcess(latency, "openstack")
-    try:
-
-        def timed(fn: Callable[[], object]) -> tuple[float, int, int]:
-            emulator.reset_counters()
-            started = time.perf_counter()
-            fn()
-            return time.perf_counter() - started, emulator.count(), emulator.count("PUT")
-
-        def imdsfs_cold() -> tuple[float, int, int]:
-            with mounted(emulator) as (mount, _process):
-                return timed(lambda: walk_and_read(mount))
-
-        crawls = [timed(lambda: sequential_crawl_openstack(emulator.url)) for _ in range(repeats)]
-        runs = [imdsfs_cold() for _ in range(repeats)]
-    finally:
-        emulator.close()
-    crawl_t, crawl_n = statistics.median(c[0] for c in crawls), crawls[0][1]
-    t, n = statistics.median(r[0] for r in runs), max(r[1] for r in runs)
-    notes = {
-        "imdsfs_requests": n,
-        "crawler_requests": crawl_n,
-        "token_puts": max(r[2] for r in runs),
-    }
-    return Result(
-        "OpenStack cold full tree",
-        t * 1e3,
-        crawl_t * 1e3,
-        "sequential crawl (urllib, no token)",
-        "ms",
-        ">= 5x faster, <= requests",
-        crawl_t >= 5 * t and n <= crawl_n,
-        notes,
-    )
-
-
 _GCE = GceProvider(ClientConfig(provider="gce", endpoint="http://unused.invalid"), {})
 _GCE_FLAVOR = {"Metadata-Flavor": "Google"}
 
@@ -658,39 +619,46 @@ def sequential_crawl_gce(base: str) -> int:
     return _crawl_provider(_GCE, get, "")
 
 
-def bench_gce_cold_tree(latency: float, repeats: int) -> Result:
-    """A fresh mount of GCE's emulator walked and read in full (it reads a cold directory
-    with its subtree, ``?recursive=true``) vs a sequential crawl of the same files."""
-    emulator = EmulatorProcess(latency, "gce")
+def bench_crawled_cold_tree(
+    provider: str, label: str, crawl: Callable[[str], int], latency: float, repeats: int
+) -> Result:
+    """A fresh mount of *provider*'s emulator walked and read in full vs *crawl*, a
+    sequential crawl of the same files (GCE's mount reads a cold directory with its subtree,
+    ``?recursive=true``; OpenStack's has no token to get)."""
+    emulator = EmulatorProcess(latency, provider)
     try:
 
-        def timed(fn: Callable[[], object]) -> tuple[float, int]:
+        def timed(fn: Callable[[], object]) -> tuple[float, int, int]:
             emulator.reset_counters()
             started = time.perf_counter()
             fn()
-            return time.perf_counter() - started, emulator.count()
+            return time.perf_counter() - started, emulator.count(), emulator.count("PUT")
 
-        def imdsfs_cold() -> tuple[float, int]:
+        def imdsfs_cold() -> tuple[float, int, int]:
             with mounted(emulator) as (mount, _process):
-                # The change feed's first long-poll answers at once (no etag yet): not the walk's.
-                time.sleep(0.5)
+                time.sleep(0.5)  # a change feed's first long-poll answers at once: not the walk's
                 return timed(lambda: walk_and_read(mount))
 
-        crawls = [timed(lambda: sequential_crawl_gce(emulator.url)) for _ in range(repeats)]
+        crawls = [timed(lambda: crawl(emulator.url)) for _ in range(repeats)]
         runs = [imdsfs_cold() for _ in range(repeats)]
     finally:
         emulator.close()
     crawl_t, crawl_n = statistics.median(c[0] for c in crawls), crawls[0][1]
     t, n = statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+    notes = {
+        "imdsfs_requests": n,
+        "crawler_requests": crawl_n,
+        "token_puts": max(r[2] for r in runs),
+    }
     return Result(
-        "GCE cold full tree",
+        f"{label} cold full tree",
         t * 1e3,
         crawl_t * 1e3,
         "sequential crawl (urllib, a GET per listing and file)",
         "ms",
         ">= 5x faster, <= requests",
         crawl_t >= 5 * t and n <= crawl_n,
-        {"imdsfs_requests": n, "crawler_requests": crawl_n},
+        notes,
     )
 
 
@@ -871,7 +839,8 @@ def main() -> int:
     args = parser.parse_args()
 
     results: list[Result] = []
-    emulator = EmulatorProcess(args.latency / 1000)
+    latency = args.latency / 1000
+    emulator = EmulatorProcess(latency)
     try:
         tmpfs = Path(tempfile.mkdtemp(prefix="imdsfs-bench-", dir="/dev/shm"))
         try:
@@ -882,10 +851,15 @@ def main() -> int:
         finally:
             shutil.rmtree(tmpfs)
         results += bench_cold_tree(emulator, args.repeats)
-        results.append(bench_gce_cold_tree(args.latency / 1000, args.repeats))
-        results.append(bench_gce_change_latency(args.latency / 1000))
-        results.append(bench_azure_cold_tree(args.latency / 1000, args.repeats))
-        results.append(bench_openstack_cold_tree(args.latency / 1000, args.repeats))
+        results.append(
+            bench_crawled_cold_tree("gce", "GCE", sequential_crawl_gce, latency, args.repeats)
+        )
+        results.append(bench_gce_change_latency(latency))
+        results.append(bench_azure_cold_tree(latency, args.repeats))
+        openstack = sequential_crawl_openstack
+        results.append(
+            bench_crawled_cold_tree("openstack", "OpenStack", openstack, latency, args.repeats)
+        )
         results.append(bench_fan_out(emulator))
         results.append(bench_rss(emulator))
     finally:
