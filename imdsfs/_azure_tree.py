@@ -10,8 +10,9 @@ leaf comes back as text only with ``format=text``. As a tree of mount paths:
   sub-directories with a trailing ``/`` (the shape every provider's listings share);
 - any other value is a file holding what ``format=text`` returns for its path (`leaf_text`).
 
-A key that cannot be written as one listing line (holding ``/`` or a line break) is left
-out with what lies below it; other unusable names (``..``, say) are listed, and skipped with
+A key that cannot be written as one listing line (holding ``/`` or a line break, or a lone
+surrogate, which UTF-8 cannot hold) is left out with what lies below it, and so is a string
+leaf with a lone surrogate; other unusable names (``..``, say) are listed, and skipped with
 a warning by the tree, as any provider's are.
 """
 
@@ -35,24 +36,40 @@ def leaf_text(node: object) -> bytes:
     return json.dumps(node).encode()
 
 
-def expand(document: object, base: str) -> dict[str, bytes]:
+def expand(document: object, base: str, limit: int | None = None) -> dict[str, bytes]:
     """Every listing and leaf of *document* by mount path, *document* being the directory
-    *base* (``instance/``): its listing, and what lies below it."""
+    *base* (``instance/``): its listing, and what lies below it. ValueError past *limit*
+    paths (a document no mount would show, whose reading would hold every reader), or if
+    it is nested too deep to walk."""
     found: dict[str, bytes] = {}
-    _expand(document, base, found)
+    try:
+        _expand(document, base, found, limit)
+    except RecursionError:
+        raise ValueError("the document is nested too deep") from None
     return found
 
 
-def _expand(node: object, path: str, found: dict[str, bytes]) -> None:
+def _expand(node: object, path: str, found: dict[str, bytes], limit: int | None) -> None:
     names = []
     for name, child in _children(node):
         if isinstance(child, dict | list):
             names.append(name + "/")
-            _expand(child, f"{path}{name}/", found)
-        else:
+            _expand(child, f"{path}{name}/", found, limit)
+        elif (text := _text_or_none(child)) is not None:
             names.append(name)
-            found[path + name] = leaf_text(child)
+            found[path + name] = text
+        if limit is not None and len(found) + len(names) > limit:
+            raise ValueError(f"more than {limit} paths in the document")
     found[path] = "".join(name + "\n" for name in names).encode()
+
+
+def _text_or_none(leaf: object) -> bytes | None:
+    """`leaf_text`, or None for a string UTF-8 cannot hold (a lone surrogate, which JSON
+    allows and no service sends): that leaf is left out, not the document."""
+    try:
+        return leaf_text(leaf)
+    except UnicodeEncodeError:
+        return None
 
 
 def _children(node: object) -> Iterator[tuple[str, object]]:
@@ -60,5 +77,13 @@ def _children(node: object) -> Iterator[tuple[str, object]]:
         yield from ((str(index), item) for index, item in enumerate(node))
     elif isinstance(node, dict):
         for key, value in node.items():
-            if not any(c in key for c in "/\n\r"):
+            if not any(c in key for c in "/\n\r") and _is_utf8(key):
                 yield key, value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -250,6 +250,9 @@ class MetadataCache:
 
     async def _fetch(self, path: str, background: bool = False) -> CachedValue:
         self._stats.fetches += 1
+        known = self.provider.known(path)
+        if known is not None:
+            return self._fetched(path, known, trio.current_time())
         try:
             bulk = self._bulk(path)
             if bulk is not None:
@@ -302,7 +305,7 @@ class MetadataCache:
         response = await self._client.get(source, query=bulk.query)
         try:
             found = bulk.expand(response.body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # nested past what json can walk
             reason = f"{self.provider.where(source)}: unreadable answer ({exc})"
             if bulk.always:
                 raise Unavailable(reason) from None

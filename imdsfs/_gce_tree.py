@@ -22,6 +22,8 @@ import json
 import re
 from collections.abc import Iterator
 
+from ._paths import MAX_NODES
+
 __all__ = [
     "ACCOUNT_ENDPOINTS",
     "JSON_LEAVES",
@@ -125,6 +127,8 @@ def _expand(
             text = leaf_text(child_key, child)
             if len(text) <= largest:
                 found[path + name] = text
+        if len(found) + len(names) > MAX_NODES:
+            raise ValueError(f"more than {MAX_NODES} paths in one answer")
     if _is_account_directory(path):
         return  # its listing also holds token and identity
     found[path] = "".join(name + "\n" for name in names).encode()

@@ -29,6 +29,7 @@ from ._errors import ConfigError
 __all__ = [
     "CONTROL_NAME",
     "MAX_NAME_BYTES",
+    "MAX_NODES",
     "MAX_PATH_BYTES",
     "WATCH_NAME",
     "Pattern",
@@ -47,6 +48,10 @@ WATCH_NAME = "watch"
 MAX_NAME_BYTES = 255
 # Longest path a node may have: far beyond any real tree, far below what a URL may hold.
 MAX_PATH_BYTES = 8192
+# Real trees hold a few hundred paths (a few thousand with 50 network interfaces). Past this
+# many, new names are not shown, and an answer holding more paths is not read: a service
+# inventing names must not grow the daemon without end.
+MAX_NODES = 20_000
 _MEMO_SIZE = 50_000  # paths whose loggable form is remembered (a tree holds at most 20 000)
 # No real name holds these. Refusing them keeps a path from escaping its root or growing a
 # query, and "%" from smuggling either in encoded.

@@ -179,6 +179,13 @@ class Provider(abc.ABC):
         cannot: one request per listing and value)."""
         return None
 
+    def known(self, path: str) -> bytes | None:
+        """The value of *path* the mount has without asking, if any: a listing of the
+        provider's own making that must not depend on an answer (Azure's root lists
+        categories with URLs of their own: a broken instance document must not hide
+        scheduled events)."""
+        return None
+
     def renegotiate(self, url: str, body: bytes) -> bool:
         """The service answered 400 with *body* to a request for *url*: whether the provider
         now asks differently, so that one more try may succeed (Azure: an api-version the

@@ -23,7 +23,12 @@ import trio
 
 from ._errors import ConfigError, Throttled
 
-__all__ = ["RateLimit", "RateLimiter"]
+__all__ = ["MAX_PAUSE", "RateLimit", "RateLimiter"]
+
+# The longest pause a 429 may impose. The service's window is a second; a Retry-After of
+# hours can only be a broken or hostile answer, and obeying it would stop every request of
+# the mount (readers would get stale values, then errors, until it passed).
+MAX_PAUSE = 10.0
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,10 @@ class RateLimiter:
             trio.lowlevel.spawn_system_task(self._release_later, name="rate limit place")
 
     def pause(self, seconds: float) -> None:
-        """The service refused a request as over its limit: send nothing for *seconds*."""
-        self._paused_until = max(self._paused_until, trio.current_time() + seconds)
+        """The service refused a request as over its limit: send nothing for *seconds*
+        (at most `MAX_PAUSE`)."""
+        until = trio.current_time() + min(seconds, MAX_PAUSE)
+        self._paused_until = max(self._paused_until, until)
 
     async def _wait_out_pause(self, label: str) -> None:
         while (until := self._paused_until) > trio.current_time():

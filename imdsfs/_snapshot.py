@@ -31,9 +31,9 @@ from ._client import ImdsClient
 from ._config_drive import read_config_drive
 from ._document import InstanceDocument, decode_leaf, encode_leaf, load_document
 from ._errors import ConfigError, DocumentError, NotFound
+from ._paths import MAX_NODES
 from ._provider import NodeKind, Provider
 from ._settings import ClientConfig
-from ._tree import MAX_NODES
 from ._ttl import TtlPolicy
 
 __all__ = [

@@ -39,6 +39,7 @@ import trio
 from ._cache import CachedValue, MetadataCache
 from ._errors import ImdsError, NotFound
 from ._flight import fallback_deadline
+from ._paths import MAX_NODES
 from ._provider import ListingEntry, NodeKind
 
 __all__ = ["FileVersion", "MetadataTree", "Node", "NodeStat"]
@@ -46,10 +47,6 @@ __all__ = ["FileVersion", "MetadataTree", "Node", "NodeStat"]
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
-# Real trees hold a few hundred paths (a few thousand with 50 network interfaces). Past this
-# many, new names are not shown: a service inventing names must not grow the daemon without
-# end.
-MAX_NODES = 20_000
 # Children whose values one readdir fetches to report their sizes; past this (no real
 # directory comes close), sizes are left for ``stat`` to ask.
 MAX_SIZES_PER_LISTING = 256

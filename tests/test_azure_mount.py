@@ -8,6 +8,7 @@ answered 429 and counted (``throttled``), so "no 429" is "never above 5 in any s
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import random
@@ -199,6 +200,27 @@ def test_a_throttled_service_still_gives_every_file_within_the_deadline(
     assert {path: files.get(path) for path in expected} == expected
     assert azure_emulator.counters.count(status=429) > 0  # it was throttled, and retried after
     assert azure_emulator.counters.count(status=400) == 0
+
+
+def test_a_document_that_cannot_be_read_hides_nothing_else(
+    make_mount: Callable[..., Mounted], azure_emulator: AzureEmulator
+) -> None:
+    """Scheduled events and the attested document have URLs of their own: the root lists
+    them, and they read, while the instance document is refused as unreadable."""
+    azure_emulator.set_raw("/metadata/instance/", b"not json")
+    root = make_mount(azure_emulator, *AZURE).path
+    # user-data may exist (the document would say): shown, and reading it says why not.
+    listed = ["attested", "instance", "scheduledevents", "user-data"]
+    assert sorted(os.listdir(root)) == listed
+    events = (root / "scheduledevents").read_bytes()
+    assert json.loads(events)["DocumentIncarnation"] == azure_emulator.document_incarnation
+    assert os.listdir(root / "attested") == ["document"]
+    for unreadable in ("instance", "user-data"):
+        with pytest.raises(OSError) as raised:
+            os.listdir(root / unreadable) if unreadable == "instance" else (
+                root / unreadable
+            ).read_bytes()
+        assert raised.value.errno == errno.EIO
 
 
 def test_an_older_imds_is_asked_with_the_newest_version_it_names(

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from imdsfs import ClientConfig, ConfigError, Throttled
-from imdsfs._ratelimit import RateLimit, RateLimiter
+from imdsfs._ratelimit import MAX_PAUSE, RateLimit, RateLimiter
 from imdsfs._transport import Transport
 
 FIVE_PER_SECOND = RateLimit(5, 1.0)
@@ -67,6 +67,17 @@ async def test_a_pause_holds_every_request_back(autojump_clock: trio.testing.Moc
     limiter.pause(2.0)
     sent = await send_all(limiter, 1)
     assert sent[0] - start == pytest.approx(2.0)
+
+
+async def test_a_pause_is_never_longer_than_max_pause(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A Retry-After of three years (a hostile or broken 429) must not stop the mount."""
+    limiter = RateLimiter(FIVE_PER_SECOND)
+    start = trio.current_time()
+    limiter.pause(100_000_000.0)
+    sent = await send_all(limiter, 1)
+    assert sent[0] - start == pytest.approx(MAX_PAUSE)
 
 
 async def test_a_pause_past_the_deadline_is_throttled_at_once(

@@ -29,8 +29,8 @@ import urllib.parse
 from collections.abc import Mapping
 
 from .._azure_tree import expand
-from .._paths import SecretRules, is_listing
-from .._provider import Bulk, Provider, StaticHeaders, check_endpoint
+from .._paths import MAX_NODES, SecretRules, is_listing
+from .._provider import Bulk, ListingEntry, NodeKind, Provider, StaticHeaders, check_endpoint
 from .._ratelimit import RateLimit
 from .._settings import ClientConfig
 from .._transport import Transport
@@ -46,7 +46,7 @@ DOCUMENT = "instance/"  # the mount path the whole document is read as
 # The api-version each category is asked with first: instance and attested share the
 # service's main list; scheduled events have their own, whose newest is 2020-07-01.
 PINNED = {"instance": "2023-11-15", "attested": "2023-11-15", "scheduledevents": "2020-07-01"}
-_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
+_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII digits: \d takes any script's
 
 _HOUR = 3600.0
 _LONG = 6 * _HOUR  # fixed for the life of the VM (a resize restarts it)
@@ -76,8 +76,17 @@ _FOR_LIFE = (  # under compute/
 
 class AzureProvider(Provider):
     name = "azure"
+    # userData and customData are strings; should one come as an object or array, what is in
+    # it is as secret.
     secrets = SecretRules(
-        ("user-data", "instance/compute/userData", "instance/compute/customData", "attested/*")
+        (
+            "user-data",
+            "instance/compute/userData",
+            "instance/compute/userData/**",
+            "instance/compute/customData",
+            "instance/compute/customData/**",
+            "attested/**",
+        )
     )
     # First match wins; the rest (listings included) keep the default, a minute. A document
     # read refreshes every path in it, so the shortest TTL read sets how often it is asked.
@@ -86,6 +95,8 @@ class AzureProvider(Provider):
         *rules(_LONG, *(f"instance/compute/{name}" for name in _FOR_LIFE)),
     )
     rate_limit = RateLimit(5, 1.0)
+    # user-data shows when the document has it; the rest of the root is the mount's own.
+    root_extras = (ListingEntry("user-data", NodeKind.FILE, "user-data"),)
 
     def __init__(self, config: ClientConfig, environ: Mapping[str, str]) -> None:
         super().__init__(config, environ)
@@ -118,25 +129,29 @@ class AzureProvider(Provider):
             return None
         return _DOCUMENT_READ
 
+    def known(self, path: str) -> bytes | None:
+        """The root's listing and ``attested/``'s are the mount's own, not the document's:
+        a document that cannot be read hides nothing but itself."""
+        return _OWN_LISTINGS.get(path)
+
     def renegotiate(self, url: str, body: bytes) -> bool:
         return self.versions.refused(url, body)
 
 
 def files_from_document(body: bytes) -> dict[str, bytes]:
     """The mount's files and listings that the ``/metadata/instance`` document *body*
-    holds: the document's tree under ``instance/``, ``user-data``, and the root's and
-    ``attested/``'s listings. ValueError if *body* is not a JSON object."""
-    document = json.loads(body)
+    holds: the document's tree under ``instance/``, and ``user-data``. ValueError if *body*
+    is not a JSON object, or more than the mount would show."""
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        raise ValueError("the instance document is nested too deep") from None
     if not isinstance(document, dict):
         raise ValueError("the instance document is not a JSON object")
-    found = expand(document, DOCUMENT)
-    root = ["attested/", "instance/", "scheduledevents"]
+    found = expand(document, DOCUMENT, limit=MAX_NODES)
     user_data = _user_data(document)
     if user_data:
         found["user-data"] = user_data
-        root.append("user-data")
-    found[""] = "".join(name + "\n" for name in root).encode()
-    found["attested/"] = b"document\n"
     return found
 
 
@@ -154,6 +169,7 @@ def _user_data(document: dict[str, object]) -> bytes:
 
 
 _DOCUMENT_READ = Bulk("", files_from_document, source=DOCUMENT, always=True)
+_OWN_LISTINGS = {"": b"attested/\ninstance/\nscheduledevents\n", "attested/": b"document\n"}
 
 
 class ApiVersions:

@@ -56,7 +56,15 @@ def test_the_endpoint_is_the_flag_else_the_well_known_address() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["user-data", "instance/compute/userData", "instance/compute/customData", "attested/document"],
+    [
+        "user-data",
+        "instance/compute/userData",
+        "instance/compute/customData",
+        "attested/document",
+        # Should a service send them as objects or arrays, what they hold is as secret.
+        "instance/compute/userData/token",
+        "instance/compute/customData/0",
+    ],
 )
 def test_user_data_and_the_attested_document_are_secret(path: str) -> None:
     assert AZURE.secrets.is_secret(path)
@@ -113,6 +121,8 @@ def test_a_refused_api_version_is_replaced_by_the_newest_the_service_names() -> 
         b"<html>400</html>",
         json.dumps({"error": "x", "newest-versions": [V]}).encode(),  # it has ours: not that
         json.dumps({"error": "x", "newest-versions": ["latest; drop"]}).encode(),
+        # Digits of another script are digits to \\d, not to Azure.
+        json.dumps({"error": "x", "newest-versions": ["\u0662\u0660\u0662\u0664-01-01"]}).encode(),
     ],
 )
 def test_a_400_for_another_reason_is_not_renegotiated(body: bytes) -> None:
@@ -163,19 +173,41 @@ def test_a_scalar_holds_what_format_text_returns() -> None:
     ]
 
 
-def test_user_data_is_decoded_and_listed_at_the_root() -> None:
+def test_user_data_is_decoded() -> None:
     raw = b"#!/bin/sh\n\x00\xff binary too"
     files = files_from_document(document(userData=base64.b64encode(raw).decode()))
     assert files["user-data"] == raw
-    assert files[""] == b"attested/\ninstance/\nscheduledevents\nuser-data\n"
-    assert files["attested/"] == b"document\n"
 
 
 @pytest.mark.parametrize("user_data", ["", "not base64!", None])
 def test_without_user_data_there_is_no_user_data_file(user_data: str | None) -> None:
     files = files_from_document(document(userData=user_data))
     assert "user-data" not in files
-    assert files[""] == b"attested/\ninstance/\nscheduledevents\n"
+
+
+def test_the_root_and_attested_are_listed_without_the_document() -> None:
+    """So a document that cannot be read hides nothing but itself (user-data is a root
+    extra: shown when the document has it)."""
+    assert AZURE.known("") == b"attested/\ninstance/\nscheduledevents\n"
+    assert AZURE.known("attested/") == b"document\n"
+    assert AZURE.known("instance/") is None
+    assert [entry.path for entry in AZURE.root_extras] == ["user-data"]
+
+
+def test_a_string_utf8_cannot_hold_is_left_out_not_the_document() -> None:
+    files = files_from_document(document(bad="\ud800", **{"\udc00key": "x", "ok": "z"}))
+    assert files["instance/compute/"].endswith(b"ok\n")
+    assert not [path for path in files if path.endswith(("bad", "key"))]
+
+
+def test_a_document_with_more_paths_than_a_mount_shows_is_unreadable() -> None:
+    with pytest.raises(ValueError, match="more than 20000 paths"):
+        files_from_document(document(tags=list(range(400_000))))
+
+
+def test_a_document_nested_past_what_json_can_walk_is_unreadable() -> None:
+    with pytest.raises(ValueError, match="nested too deep"):
+        files_from_document(b'{"compute": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
 
 
 def test_a_key_that_cannot_be_one_listing_line_is_left_out() -> None:
