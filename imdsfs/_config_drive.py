@@ -31,8 +31,10 @@ import json
 import os
 import stat
 from collections.abc import Callable
+from typing import BinaryIO
 
 from ._errors import ConfigError
+from ._settings import ClientConfig
 
 __all__ = ["read_config_drive"]
 
@@ -49,10 +51,10 @@ OPENSTACK_FILES = (
 )
 
 
-def read_config_drive(path: str) -> dict[str, bytes]:
+def read_config_drive(path: str, *, max_body: int = ClientConfig.max_body) -> dict[str, bytes]:
     """The drive mounted (or copied) at *path* as ``{mount path: bytes}``; ConfigError, one
-    line naming the problem, if it is not one."""
-    drive = _Drive(path)
+    line naming the problem, if it is not one or holds a file over *max_body* bytes."""
+    drive = _Drive(path, max_body)
     try:
         return _files(drive)
     finally:
@@ -135,8 +137,10 @@ class _Drive:
     opened relative to the last with ``O_NOFOLLOW``, so a link anywhere on the way (a file or a
     directory, ``openstack/latest -> /etc``) is refused, never followed."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_body: int) -> None:
         self.source = path
+        self._max_body = max_body
+        self._over = f"over the {max_body} a response may have (max_body)"
         try:  # the directory given may be a link: the user chose it, and it is not on the drive
             self._root = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
@@ -169,10 +173,22 @@ class _Drive:
         if file < 0:
             return None
         with os.fdopen(file, "rb") as opened:
-            try:
-                return opened.read()
-            except OSError as exc:
-                raise self._error(relative, exc.strerror) from None
+            return self._bounded(opened, relative)
+
+    def _bounded(self, file: BinaryIO, relative: str) -> bytes:
+        """*file*'s bytes, if no more than a response may have: each is held for the mount's
+        life, as a response would be, and so bounded alike. Sized before reading, and read no
+        further than the bound should it grow meanwhile."""
+        size = os.fstat(file.fileno()).st_size
+        if size > self._max_body:
+            raise self._error(relative, f"{size} bytes, {self._over}")
+        try:
+            data = file.read(self._max_body + 1)
+        except OSError as exc:
+            raise self._error(relative, exc.strerror) from None
+        if len(data) > self._max_body:
+            raise self._error(relative, f"grew while being read, {self._over}")
+        return data
 
     def _open(
         self, parent: int, name: str, step: str, flags: int, kind: Callable[[int], bool]

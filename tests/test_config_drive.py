@@ -231,3 +231,27 @@ def test_what_is_not_a_regular_file_is_refused_unread(
     with pytest.raises(ConfigError) as refused:
         read_config_drive(str(drive))
     assert str(refused.value).endswith("openstack/latest/network_data.json: not a regular file")
+
+
+# -- a drive's files are bounded as the service's answers are --------------------------------
+
+
+def test_a_file_larger_than_max_body_is_refused_unread(drive: Path, mount_base: Path) -> None:
+    """Each file is held in memory for the mount's life: one of 300 MB (sparse here, so
+    cheap to make) must not be read at all."""
+    huge = drive / "openstack/latest/vendor_data2.json"
+    os.truncate(huge, 300_000_000)
+    status, error = mount_drive(drive, mount_base)
+    assert status == 2
+    assert error == (
+        f"imdsfs: config drive {drive}: openstack/latest/vendor_data2.json: 300000000 bytes, "
+        f"over the {ClientConfig().max_body} a response may have (max_body)"
+    )
+
+
+def test_max_body_bounds_every_file_on_the_drive(drive: Path) -> None:
+    biggest = max(path.stat().st_size for path in drive.rglob("*") if path.is_file())
+    assert read_config_drive(str(drive), max_body=biggest)
+    with pytest.raises(ConfigError) as refused:
+        read_config_drive(str(drive), max_body=biggest - 1)
+    assert str(refused.value).endswith(f"over the {biggest - 1} a response may have (max_body)")
