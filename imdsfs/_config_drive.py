@@ -84,17 +84,32 @@ def _ec2_files(drive: _Drive) -> dict[str, bytes]:
     meta_data = f"{EC2_DIR}/meta-data.json"
     if (data := drive.read(meta_data)) is not None:
         try:
-            tree = json.loads(data)
-        except ValueError as exc:
+            _render_tree(data, files)
+        except ConfigError as exc:
             raise ConfigError(f"config drive {drive.source}: {meta_data}: {exc}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"config drive {drive.source}: {meta_data}: not a JSON object")
-        _render_directory("", tree, files)
     else:
         files[""] = b""
     if (user_data := drive.read(f"{EC2_DIR}/user-data")) is not None:
         files["user-data"] = user_data
     return files
+
+
+def _render_tree(data: bytes, files: dict[str, bytes]) -> None:
+    """``meta-data.json``'s tree into *files*; ConfigError saying why it cannot be. Valid JSON
+    may still be unusable: nested past Python's recursion limit (parsing and rendering both
+    recurse), or holding a lone surrogate (``"\\ud800"``), which no UTF-8 name or value has."""
+    try:
+        tree = json.loads(data)
+        if not isinstance(tree, dict):
+            raise ConfigError("not a JSON object")
+        _render_directory("", tree, files)
+    except RecursionError:
+        raise ConfigError("nested too deeply") from None
+    except UnicodeEncodeError as exc:  # before ValueError, which it is
+        lone = exc.object[exc.start : exc.end]
+        raise ConfigError(f"holds {lone!r}, which is no UTF-8 ({exc.reason})") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _render_directory(path: str, directory: dict[str, object], files: dict[str, bytes]) -> None:

@@ -142,11 +142,24 @@ def test_a_path_that_is_no_directory_is_refused(path: str, problem: str, mount_b
     assert error.startswith(f"imdsfs: config drive {problem}")
 
 
-def test_a_damaged_file_on_the_drive_is_named(drive: Path, mount_base: Path) -> None:
-    (drive / "ec2/latest/meta-data.json").write_text("{not json")
+@pytest.mark.parametrize(
+    "meta_data",
+    [
+        b"{not json",
+        b'{"a": ' * 5000 + b'"x"' + b"}" * 5000,  # deeper than Python's recursion limit
+        b'{"hostname": "h\\ud800"}',  # a lone surrogate: valid JSON, no UTF-8 for it
+        b'{"h\\ud800": "x"}',  # one in a name, which the listing shows
+    ],
+    ids=["malformed", "deep", "surrogate-value", "surrogate-key"],
+)
+def test_a_damaged_file_on_the_drive_is_named(
+    drive: Path, mount_base: Path, meta_data: bytes
+) -> None:
+    (drive / "ec2/latest/meta-data.json").write_bytes(meta_data)
     status, error = mount_drive(drive, mount_base)
     assert status == 2
     assert error.startswith(f"imdsfs: config drive {drive}: ec2/latest/meta-data.json: ")
+    assert "\n" not in error
 
 
 @pytest.mark.parametrize(
