@@ -107,7 +107,7 @@ def _offline_source(options: MountOptions) -> tuple[str, httpx.AsyncBaseTranspor
         name, transport = open_snapshot(options.snapshot)
         source = f"{options.snapshot} is a snapshot of {name}"
     elif options.config_drive is not None:
-        name, transport = open_config_drive(options.config_drive)
+        name, transport = open_config_drive(options.config_drive, options.client.max_body)
         source = "a config drive is OpenStack's"
     else:
         return None

@@ -208,10 +208,10 @@ def open_snapshot(path: str) -> tuple[str, httpx.AsyncBaseTransport]:
     return "ec2", SnapshotTransport(document)
 
 
-def open_config_drive(path: str) -> tuple[str, FilesTransport]:
+def open_config_drive(path: str, max_body: int) -> tuple[str, FilesTransport]:
     """An OpenStack config drive's directory served as a snapshot of ``openstack`` (see
-    `_config_drive`); ConfigError if *path* is not one."""
-    transport = FilesTransport(read_config_drive(path))
+    `_config_drive`); ConfigError if *path* is not one, or holds a file over *max_body*."""
+    transport = FilesTransport(read_config_drive(path, max_body=max_body))
     log.info("serving the config drive %s; no metadata service is asked", path)
     return "openstack", transport
 

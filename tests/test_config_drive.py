@@ -4,6 +4,7 @@ serves what Nova's metadata service serves for the same instance."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from imdsfs import ClientConfig, ImdsClient
 from imdsfs._config_drive import read_config_drive
+from imdsfs._errors import ConfigError
 from imdsfs._snapshot import crawl_files
 from imdsfs.emulator import OpenStackEmulator
 
@@ -140,11 +142,24 @@ def test_a_path_that_is_no_directory_is_refused(path: str, problem: str, mount_b
     assert error.startswith(f"imdsfs: config drive {problem}")
 
 
-def test_a_damaged_file_on_the_drive_is_named(drive: Path, mount_base: Path) -> None:
-    (drive / "ec2/latest/meta-data.json").write_text("{not json")
+@pytest.mark.parametrize(
+    "meta_data",
+    [
+        b"{not json",
+        b'{"a": ' * 5000 + b'"x"' + b"}" * 5000,  # deeper than Python's recursion limit
+        b'{"hostname": "h\\ud800"}',  # a lone surrogate: valid JSON, no UTF-8 for it
+        b'{"h\\ud800": "x"}',  # one in a name, which the listing shows
+    ],
+    ids=["malformed", "deep", "surrogate-value", "surrogate-key"],
+)
+def test_a_damaged_file_on_the_drive_is_named(
+    drive: Path, mount_base: Path, meta_data: bytes
+) -> None:
+    (drive / "ec2/latest/meta-data.json").write_bytes(meta_data)
     status, error = mount_drive(drive, mount_base)
     assert status == 2
     assert error.startswith(f"imdsfs: config drive {drive}: ec2/latest/meta-data.json: ")
+    assert "\n" not in error
 
 
 @pytest.mark.parametrize(
@@ -161,3 +176,95 @@ def test_options_that_do_not_go_with_a_drive_are_refused(
     status, error = mount_drive(drive, mount_base, *args)
     assert status == 2
     assert problem in error
+
+
+# -- what a drive may not hold: nothing is read but regular files inside it -----------------
+
+SECRET = "root:$6$not-for-the-mount"
+LINK_REFUSED = "is a symbolic link: refused, not followed"
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory beside the drive, holding what a symlink on the drive might point at."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside/shadow").write_text(SECRET)
+    (tmp_path / "outside/meta_data.json").write_text(f'{{"secret": "{SECRET}"}}')
+    return tmp_path / "outside"
+
+
+def replace_with_symlink(path: Path, target: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    path.symlink_to(target)
+
+
+@pytest.mark.parametrize(
+    ("on_drive", "target"),
+    [
+        ("openstack/latest/network_data.json", "shadow"),  # the file itself
+        ("openstack/latest/meta_data.json", "meta_data.json"),  # the one every drive has
+        ("ec2/latest/user-data", "shadow"),
+        ("openstack/latest", "."),  # a directory on the way: "openstack/latest -> /etc"
+        ("openstack", "."),
+        ("ec2/latest", "."),
+    ],
+)
+def test_a_symlink_on_the_drive_is_refused_not_followed(
+    drive: Path, outside: Path, mount_base: Path, on_drive: str, target: str
+) -> None:
+    """With --allow-other, a followed link would serve its target (/etc/shadow) to anyone."""
+    replace_with_symlink(drive / on_drive, outside / target)
+    with pytest.raises(ConfigError) as refused:
+        read_config_drive(str(drive))
+    assert str(refused.value) == f"config drive {drive}: {on_drive}: {LINK_REFUSED}"
+    status, error = mount_drive(drive, mount_base)
+    assert (status, error) == (2, f"imdsfs: {refused.value}")
+    assert SECRET not in error
+
+
+def test_a_symlink_within_the_drive_is_refused_too(drive: Path) -> None:
+    """Nova writes none: a link is no part of a drive, wherever it points."""
+    (drive / "openstack/latest/vendor_data.json").unlink()
+    (drive / "openstack/latest/vendor_data.json").symlink_to("vendor_data2.json")
+    with pytest.raises(ConfigError) as refused:
+        read_config_drive(str(drive))
+    assert str(refused.value).endswith(f"openstack/latest/vendor_data.json: {LINK_REFUSED}")
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, os.mkdir])
+def test_what_is_not_a_regular_file_is_refused_unread(
+    drive: Path, make: Callable[[Path], None]
+) -> None:
+    """A FIFO would block the mount forever on open; a device could do worse."""
+    (drive / "openstack/latest/network_data.json").unlink()
+    make(drive / "openstack/latest/network_data.json")
+    with pytest.raises(ConfigError) as refused:
+        read_config_drive(str(drive))
+    assert str(refused.value).endswith("openstack/latest/network_data.json: not a regular file")
+
+
+# -- a drive's files are bounded as the service's answers are --------------------------------
+
+
+def test_a_file_larger_than_max_body_is_refused_unread(drive: Path, mount_base: Path) -> None:
+    """Each file is held in memory for the mount's life: one of 300 MB (sparse here, so
+    cheap to make) must not be read at all."""
+    huge = drive / "openstack/latest/vendor_data2.json"
+    os.truncate(huge, 300_000_000)
+    status, error = mount_drive(drive, mount_base)
+    assert status == 2
+    assert error == (
+        f"imdsfs: config drive {drive}: openstack/latest/vendor_data2.json: 300000000 bytes, "
+        f"over the {ClientConfig().max_body} a response may have (max_body)"
+    )
+
+
+def test_max_body_bounds_every_file_on_the_drive(drive: Path) -> None:
+    biggest = max(path.stat().st_size for path in drive.rglob("*") if path.is_file())
+    assert read_config_drive(str(drive), max_body=biggest)
+    with pytest.raises(ConfigError) as refused:
+        read_config_drive(str(drive), max_body=biggest - 1)
+    assert str(refused.value).endswith(f"over the {biggest - 1} a response may have (max_body)")

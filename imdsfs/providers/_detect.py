@@ -4,23 +4,26 @@
    cloud (cloud-init's ``ds-identify`` reads the same files). ``IMDSFS_DMI_DIR`` points
    elsewhere, for tests.
 2. Where DMI says nothing (some containers, unknown hypervisors), every known service is
-   probed at once, each with a short timeout, and the most specific answer wins: GCE's
-   ``Metadata-Flavor: Google`` response header proves GCE, Azure's ``/metadata/versions``
-   (or its JSON error) proves Azure; an EC2-style answer alone does not prove AWS (OpenStack
-   and others answer those paths too), so OpenStack's own path is asked before concluding
-   EC2.
+   probed at once, each within a short deadline for its whole exchange and reading a few KB
+   at most (a service dripping bytes, or sending without end, must not hold up or swell
+   startup), and the most specific answer wins: GCE's ``Metadata-Flavor: Google`` response
+   header proves GCE, Azure's ``/metadata/versions`` (or its JSON error) proves Azure; an
+   EC2-style answer alone does not prove AWS (OpenStack and others answer those paths too),
+   so OpenStack's own path is asked before concluding EC2.
 3. Nothing answers (IMDS not up yet at boot, or not a cloud): EC2, as before ``auto`` existed.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import trio
 
 from .._errors import ConfigError
 from .._provider import Provider
@@ -32,7 +35,13 @@ log = logging.getLogger(__name__)
 
 DMI_DIR_ENV = "IMDSFS_DMI_DIR"
 DMI_DIR = "/sys/class/dmi/id"
-PROBE_TIMEOUT = 1.0
+PROBE_TIMEOUT = 1.0  # to connect, and then for each read, as before there was a deadline
+# A probe's whole exchange: the two timeouts above, so a service that answered in time then
+# still does, however its bytes come (a drip of one each 0.5 s reset the read timeout forever).
+PROBE_DEADLINE = 2 * PROBE_TIMEOUT
+# The answers the probes look for are under 1 KB: EC2's token, Nova's and Azure's lists of
+# versions, GCE's root listing. A longer one is none of them (see _capped).
+PROBE_MAX_BODY = 16 << 10
 AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 OPENSTACK_PRODUCTS = ("OpenStack Nova", "OpenStack Compute")
 OPENSTACK_ASSET_TAGS = (
@@ -119,14 +128,55 @@ def _base(provider: type[Provider], config: ClientConfig, environ: Mapping[str, 
         return ""
 
 
-def _answers(method: str, url: str, headers: Mapping[str, str]) -> httpx.Response | None:
+@dataclass(frozen=True)
+class _Reply:
+    """What the probes judge an answer by; its body read whole, and so short (_capped)."""
+
+    status_code: int
+    headers: httpx.Headers
+    body: bytes
+
+
+_PLAIN = {"Accept-Encoding": "identity"}  # the body is read as sent (_capped): ask for it so
+
+
+def _answers(method: str, url: str, headers: Mapping[str, str]) -> _Reply | None:
+    """*url*'s answer within PROBE_DEADLINE, all told, or None. In a trio run of its own, for
+    a deadline that cancels whatever is under way (a per-read timeout does not bound a drip):
+    each probe has a thread, and the caller may itself be in a run (``dump``'s client)."""
     if not url.startswith("http"):
         return None
-    try:
-        with httpx.Client(trust_env=False, timeout=PROBE_TIMEOUT) as client:
-            return client.request(method, url, headers=headers)
-    except (httpx.HTTPError, OSError, ValueError):
-        return None
+    return trio.run(_ask, method, url, headers)
+
+
+async def _ask(method: str, url: str, headers: Mapping[str, str]) -> _Reply | None:
+    with trio.move_on_after(PROBE_DEADLINE):
+        try:
+            async with (
+                httpx.AsyncClient(trust_env=False, timeout=PROBE_TIMEOUT, headers=_PLAIN) as client,
+                client.stream(method, url, headers=headers) as reply,
+            ):
+                body = await _capped(reply)
+        except (httpx.HTTPError, OSError, ValueError):
+            return None
+        return None if body is None else _Reply(reply.status_code, reply.headers, body)
+    return None
+
+
+async def _capped(reply: httpx.Response) -> bytes | None:
+    """*reply*'s body as sent (undecoded: no gzip bomb), or None past PROBE_MAX_BODY. An answer
+    that long is none a probe looks for, so it counts as no answer rather than being cut short
+    and judged: cut JSON proves no Azure, nor does "latest" in a flood prove OpenStack; GCE's
+    and EC2's probes need no body, but a service that floods them is not one imdsfs knows."""
+    declared = reply.headers.get("Content-Length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > PROBE_MAX_BODY:
+        return None  # known too long before a byte is read
+    body = bytearray()
+    async for chunk in reply.aiter_raw():
+        body += chunk
+        if len(body) > PROBE_MAX_BODY:
+            return None
+    return bytes(body)
 
 
 def _gce(base: str) -> bool:
@@ -141,7 +191,7 @@ def _azure(base: str) -> bool:
     if reply is None or reply.status_code not in (200, 400, 429):
         return False
     try:
-        answer = reply.json()
+        answer = json.loads(reply.body)
     except ValueError:
         return False
     if not isinstance(answer, dict):
@@ -153,7 +203,7 @@ def _azure(base: str) -> bool:
 
 def _openstack(base: str) -> bool:
     reply = _answers("GET", f"{base}/openstack/", {})
-    return reply is not None and reply.status_code == 200 and "latest" in reply.text
+    return reply is not None and reply.status_code == 200 and b"latest" in reply.body
 
 
 def _ec2(base: str) -> bool:

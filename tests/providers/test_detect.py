@@ -4,10 +4,15 @@ machine's own network)."""
 
 from __future__ import annotations
 
+import http.server
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +21,7 @@ import pytest
 from imdsfs import ClientConfig
 from imdsfs.emulator import AzureEmulator, Emulator, ManualClock, OpenStackEmulator
 from imdsfs.providers import PROVIDERS, create
-from imdsfs.providers._detect import AZURE_ASSET_TAG, DMI_DIR_ENV, detect
+from imdsfs.providers._detect import AZURE_ASSET_TAG, DMI_DIR_ENV, PROBE_MAX_BODY, detect
 
 CLOSED = "http://127.0.0.1:9"  # nothing listens: a probe that got this far would fail
 
@@ -154,3 +159,104 @@ def test_azure_at_the_default_address_is_found_in_a_namespace_of_our_own(tmp_pat
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["azure", "1"]
+
+
+# -- a service that answers without end: each probe is bounded in time and in bytes ----------
+
+FLOOD = 64 << 20  # what the flooding server sends at most: far past any cap, yet bearable
+
+
+class Hostile(http.server.ThreadingHTTPServer):
+    """Answers every probe (any path, GET or PUT) in one hostile way: *drip-headers* sends a
+    status line then a header byte every 0.2 s, *drip-body* a body byte every 0.2 s (of a
+    length under the cap), *flood* a body without end (up to FLOOD bytes). Counts the bytes
+    of body the sockets took."""
+
+    daemon_threads = True
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(("127.0.0.1", 0), _HostileHandler)
+        self.mode = mode
+        self.sent = 0
+        self.stop = threading.Event()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _HostileHandler(http.server.BaseHTTPRequestHandler):
+    server: Hostile
+
+    def setup(self) -> None:
+        """A small send buffer, so that what was sent is near what the probe took."""
+        self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 << 10)
+        super().setup()
+
+    def answer(self) -> None:
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nMetadata-Flavor: Google\r\n")
+        if self.server.mode == "drip-headers":
+            self.wfile.write(b"X-Drip: ")
+            self.drip()
+            return
+        length = b"" if self.server.mode == "flood" else b"Content-Length: 1000\r\n"
+        self.wfile.write(length + b"Connection: close\r\n\r\n")
+        if self.server.mode == "drip-body":
+            self.drip()
+            return
+        chunk = b"latest\n" * 8192
+        while self.server.sent < FLOOD and not self.server.stop.is_set():
+            self.wfile.write(chunk)
+            self.server.sent += len(chunk)
+
+    def drip(self) -> None:
+        while not self.server.stop.wait(0.2):
+            self.wfile.write(b"a")
+            self.wfile.flush()
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except OSError:  # the probe hung up: what it should do
+            self.close_connection = True
+
+    do_GET = do_PUT = answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(params=["drip-headers", "drip-body", "flood"])
+def hostile(request: pytest.FixtureRequest) -> Iterator[Hostile]:
+    server = Hostile(request.param)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+# Giving up on a body mid-way leaves httpx's async generators unexhausted, and trio warns when
+# they are collected (encode/httpx#3686), as in test_client's bounded-body test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_service_that_never_finishes_answering_is_given_up_on(
+    tmp_path: Path, hostile: Hostile
+) -> None:
+    """Each probe has a deadline for its whole exchange, not for each read (a byte every
+    0.2 s kept startup waiting forever), and reads a few KB at most (a body without end was
+    read into memory: 9 GB). Such a service is none detection knows: EC2, as for silence."""
+    outcome: list[tuple[str, str]] = []
+    config = ClientConfig(endpoint=hostile.url)
+    start = time.monotonic()
+    worker = threading.Thread(
+        target=lambda: outcome.append(detect(config, dmi(tmp_path), PROVIDERS)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=10)
+    took = time.monotonic() - start
+    hostile.stop.set()  # unblock a probe still reading, should the test fail
+    assert outcome, f"detect() still probing after {took:.1f} s"
+    assert took < 5
+    assert outcome[0][0] == "ec2"
+    assert "no metadata service answered" in outcome[0][1]
+    # Read, four probes, at most the cap each; sent, what the sockets' buffers held besides
+    # (without the cap: all FLOOD bytes).
+    assert hostile.sent < 4 * PROBE_MAX_BODY + (4 << 20)
