@@ -48,7 +48,7 @@ from ._errors import (
     Unavailable,
 )
 from ._flight import SingleFlight, fallback_deadline
-from ._paths import is_listing
+from ._paths import MAX_NODES, is_listing
 from ._provider import Bulk, ChangeFeed, Provider
 from ._ttl import TtlPolicy
 
@@ -263,7 +263,7 @@ class MetadataCache:
         except NotFound:
             existed = path in self._values
             self._forget(path)  # gone: never serve it stale again
-            self._negative[path] = trio.current_time() + self._policy.negative_ttl
+            self._remember_absent(path)
             self._recovered(path)
             if existed:
                 self._changed(path)
@@ -335,6 +335,19 @@ class MetadataCache:
         if appeared or (previous is not None and not unchanged):
             self._changed(path)
         return value
+
+    def _remember_absent(self, path: str) -> None:
+        """Keep *path*'s 404 for the negative TTL. 404s that have expired are let go (oldest
+        first: they all live as long), and past `MAX_NODES` the oldest too, so names a local
+        user invents (a watch file of each) cannot grow the daemon."""
+        now = trio.current_time()
+        self._negative.pop(path, None)
+        self._negative[path] = now + self._policy.negative_ttl
+        while len(self._negative) > 1:
+            oldest, until = next(iter(self._negative.items()))
+            if until > now and len(self._negative) <= MAX_NODES:
+                break
+            del self._negative[oldest]
 
     def _store(self, value: CachedValue) -> None:
         """Keep *value*, letting go of the least recently used others past `max_bytes`: a

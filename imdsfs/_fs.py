@@ -281,8 +281,9 @@ class ImdsOperations(pyfuse3.Operations):
     async def _open(self, fh: int, found: Node | FileVersion) -> pyfuse3.FileInfo:
         if isinstance(found, FileVersion):
             body, exact = await self.tree.read_version(found)
-            self._files[fh] = _OpenFile(found.node.path, body)
+            opened = self._files[fh] = _OpenFile(found.node.path, body)
             if exact and self.tree.cache.ttl(found.node.path) >= STABLE_TTL:
+                opened.page_cached = True
                 return pyfuse3.FileInfo(fh=fh, keep_cache=True)  # bytes that never change
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         if found.kind is not NodeKind.FILE:
@@ -296,10 +297,18 @@ class ImdsOperations(pyfuse3.Operations):
         """A watch file serves its path's value (ENODATA while there is none), and is
         watched from open to release, polled or not."""
         opened = _OpenFile(watch_file.path, None, watch_file=watch_file)
-        await self._take_value(opened)
+        if not self.watches.add(opened.path):
+            raise pyfuse3.FUSEError(errno.ENOSPC)  # as inotify says past max_user_watches
+        try:
+            await self._take_value(opened)
+        except ImdsError:  # not answering now: the first read asks again, and says so
+            opened.changed = True
+        except BaseException:
+            self.watches.discard(opened.path)
+            raise
         self._files[fh] = opened
         self._watch_files.opened(watch_file)
-        self._start_polling(fh, opened)
+        self._start_polling(fh, opened, watched=True)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     @_handler
@@ -341,14 +350,24 @@ class ImdsOperations(pyfuse3.Operations):
         mask = _READABLE if opened.body is not None else 0
         if opened.changed:
             mask |= select.POLLPRI
+            if opened.page_cached:  # its reads never reach us: tell once per value
+                opened.changed = False
+                opened.body = self._known_body(opened.path, opened.body)
         if opened.watch_file is None and self.tree.cache.absent(opened.path):
             mask |= select.POLLPRI | select.POLLERR
         return mask
 
-    def _start_polling(self, fh: int, opened: _OpenFile) -> None:
+    def _start_polling(self, fh: int, opened: _OpenFile, watched: bool = False) -> None:
+        """*fh* is woken when its path changes; its path is refreshed while it is polled
+        (unless *watched* already, or `MAX_WATCHED` paths are: then only what others read,
+        or a change feed, wakes it)."""
         opened.polled = True
         self._pollers[opened.path].add(fh)
-        self.watches.add(opened.path)
+        opened.watched = watched or self.watches.add(opened.path)
+
+    def _known_body(self, path: str, otherwise: bytes | None) -> bytes | None:
+        value = self.tree.cache.peek(path)
+        return otherwise if value is None else value.body
 
     async def release(self, fh: int) -> None:
         opened = self._files.pop(fh, None)
@@ -358,6 +377,7 @@ class ImdsOperations(pyfuse3.Operations):
             self._pollers[opened.path].discard(fh)
             if not self._pollers[opened.path]:
                 del self._pollers[opened.path]
+        if opened.watched:
             self.watches.discard(opened.path)
         if opened.watch_file is not None:
             self._watch_files.released(opened.watch_file)
@@ -503,8 +523,12 @@ class _OpenFile:
     body: bytes | None
     watch_file: WatchFile | None = None
     polled: bool = False
+    watched: bool = False  # counted among the path's waiters (see `Watches`)
     changed: bool = False
     handle: pyfuse3.PollHandle | None = None
+    # Read through the page cache (a value kept an hour or more): a change is told once,
+    # and reading it needs a new open (the kernel answers this one's reads from its pages).
+    page_cached: bool = False
 
 
 def _mode(node: Node, secret_mode: int) -> int:

@@ -31,6 +31,7 @@ from ._cache import MetadataCache
 from ._client import ImdsClient
 from ._errors import ConfigError, MountError
 from ._fs import FsConfig, ImdsOperations
+from ._paths import FS_TYPE, mount_table_path
 from ._provider import Provider
 from ._settings import ClientConfig
 from ._snapshot import SNAPSHOT_ENDPOINT, FilesTransport, open_config_drive, open_snapshot
@@ -219,10 +220,10 @@ async def _run(
 def _mount_id(mountpoint: str) -> str | None:
     """The kernel's id of our mount at *mountpoint* (``/proc/self/mountinfo``), read without
     touching the mount itself, which this very process serves."""
-    escaped = mountpoint.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
+    escaped = mount_table_path(mountpoint)
     found = None
     for fields in _mountinfo():
-        if fields[4] == escaped and "fuse.imdsfs" in fields:
+        if fields[4] == escaped and FS_TYPE in fields:
             found = fields[0]  # the last one: a mount stacked on an older one
     return found
 

@@ -28,6 +28,7 @@ from ._errors import ConfigError
 
 __all__ = [
     "CONTROL_NAME",
+    "FS_TYPE",
     "MAX_NAME_BYTES",
     "MAX_NODES",
     "MAX_PATH_BYTES",
@@ -44,6 +45,8 @@ __all__ = [
 # The mount's own directory at its root, never listed (no service names a path so), and the
 # directory of watch files in it (see `_watch`).
 CONTROL_NAME = ".imdsfs"
+# The type the kernel's mount table gives our mounts (``fsname=imds,subtype=imdsfs``).
+FS_TYPE = "fuse.imdsfs"
 WATCH_NAME = "watch"
 MAX_NAME_BYTES = 255
 # Longest path a node may have: far beyond any real tree, far below what a URL may hold.
@@ -168,3 +171,11 @@ class SecretRules:
             if kept is not None and len(names) > kept:
                 return "/".join(names[:kept]) + "/…"
         return path[:300]
+
+
+def mount_table_path(path: str) -> str:
+    """*path* as /proc/self/mounts and mountinfo write it (space, tab, newline and backslash
+    as octal escapes), to compare with their fields."""
+    for char in "\\ \t\n":
+        path = path.replace(char, f"\\{ord(char):03o}")
+    return path

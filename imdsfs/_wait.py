@@ -8,6 +8,7 @@ Ctrl-C ends it at once, and no request of the mount is ever held by it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -16,7 +17,7 @@ import sys
 import time
 
 from ._errors import UsageError
-from ._paths import CONTROL_NAME, WATCH_NAME, watch_name
+from ._paths import CONTROL_NAME, FS_TYPE, WATCH_NAME, mount_table_path, watch_name
 
 __all__ = ["wait"]
 
@@ -45,7 +46,8 @@ def wait(path: str, *, timeout: float | None = None, changed: bool = False) -> i
         sys.stdout.flush()
         return 0
     finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):  # the mount went away: that error is the one
+            os.close(fd)
 
 
 def _open_watch_file(path: str) -> int:
@@ -67,9 +69,24 @@ def _mount_root(path: str) -> str:
     directory = os.path.realpath(path)
     while not os.path.ismount(directory):
         directory = os.path.dirname(directory)
-    if not os.path.isdir(os.path.join(directory, CONTROL_NAME, WATCH_NAME)):
+    if _fs_type(directory) != FS_TYPE or not os.path.isdir(
+        os.path.join(directory, CONTROL_NAME, WATCH_NAME)
+    ):
         raise UsageError(f"{path} is not in an imdsfs mount")
     return directory
+
+
+def _fs_type(mount_point: str) -> str | None:
+    """The type of the file system mounted last at *mount_point* (`FS_TYPE` for ours), from
+    /proc/self/mounts: a directory that merely looks like a mount's must not pass."""
+    escaped = mount_table_path(mount_point)
+    found = None
+    with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == escaped:
+                found = fields[2]
+    return found
 
 
 def _value(fd: int, path: str) -> bytes | None:

@@ -15,6 +15,7 @@ the kernel's ``poll()``, bounded by its own timeout, so no request of it is ever
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import urllib.parse
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import trio
 
 from ._cache import MetadataCache
-from ._errors import ConfigError, NotFound
+from ._errors import ConfigError, ImdsError, NotFound
 from ._paths import check_path, is_listing
 
 __all__ = ["WatchFile", "WatchFiles", "Watches"]
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 # However short a path's TTL, a watch asks no more often than this.
 MIN_INTERVAL = 0.5
+# At most this many paths are refreshed for their waiters (each costs a request per TTL:
+# 256 paths of 5 s are 51 requests a second, far below what IMDS allows). Real watchers
+# wait on a handful; a local user opening thousands of watch files must not turn the mount
+# into a flood of requests that throttles every process on the instance.
+MAX_WATCHED = 256
 
 
 class Watches:
@@ -43,26 +49,39 @@ class Watches:
         self._cache = cache
         self._refreshed = refreshed
         self._waiting: collections.Counter[str] = collections.Counter()
-        self._refreshing: set[str] = set()
+        self._refreshing: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         cache.add_listener(self._changed)
 
-    def add(self, path: str) -> None:
-        """One more process waits on *path*."""
+    def add(self, path: str) -> bool:
+        """One more process waits on *path*; False (and nothing kept) when `MAX_WATCHED`
+        other paths are watched already."""
+        if path not in self._waiting and len(self._waiting) >= MAX_WATCHED:
+            return False
         self._waiting[path] += 1
         self._start(path)
+        return True
 
     def discard(self, path: str) -> None:
-        """One fewer; the last one gone ends the path's refreshing."""
+        """One fewer; the last one gone ends the path's refreshing at once (a task asleep
+        for a six-hour TTL would otherwise outlive its waiters that long)."""
         self._waiting[path] -= 1
         if self._waiting[path] <= 0:
             del self._waiting[path]
+            scope = self._refreshing.pop(path, None)
+            if scope is not None:
+                scope.cancel()
 
     def ask_now(self, path: str) -> None:
         """Ask for *path* at once, out of turn (a poller came with a value the cache can no
-        longer vouch for: a change feed's news arrived before it polled)."""
+        longer vouch for: a change feed's news arrived before it polled). As any read asks:
+        not while the service is held off as failing."""
         if self._nursery is not None:
-            self._nursery.start_soon(self._ask, path)
+            self._nursery.start_soon(self._read, path)
+
+    def refreshing(self) -> int:
+        """How many refresh tasks are alive (one per watched path, none once it is not)."""
+        return 0 if self._nursery is None else len(self._nursery.child_tasks)
 
     def paths(self) -> list[str]:
         return sorted(self._waiting)
@@ -77,22 +96,22 @@ class Watches:
 
     def _start(self, path: str) -> None:
         if self._nursery is not None and path not in self._refreshing:
-            self._refreshing.add(path)
-            self._nursery.start_soon(self._refresh, path)
+            scope = self._refreshing[path] = trio.CancelScope()
+            self._nursery.start_soon(self._refresh, path, scope)
 
-    async def _refresh(self, path: str) -> None:
+    async def _refresh(self, path: str, scope: trio.CancelScope) -> None:
         """Ask for *path* every TTL while anyone waits on it (the value was just read by
-        whoever started waiting, so first wait a TTL)."""
-        try:
-            while path in self._waiting:
+        whoever started waiting, so first wait a TTL); cancelled when the last one goes."""
+        with scope:
+            while True:
                 await trio.sleep(max(self._cache.ttl(path), MIN_INTERVAL))
-                if path in self._waiting and not self._cache.pushed(path):
-                    await self._ask(path)
-        finally:
-            self._refreshing.discard(path)
+                if not self._cache.pushed(path):
+                    await self._cache.refresh(path)
+                    self._refreshed(path)
 
-    async def _ask(self, path: str) -> None:
-        await self._cache.refresh(path)
+    async def _read(self, path: str) -> None:
+        with contextlib.suppress(ImdsError):
+            await self._cache.get(path, background=True)
         self._refreshed(path)
 
     def _changed(self, path: str) -> None:
@@ -131,7 +150,7 @@ class WatchFiles:
         path = urllib.parse.unquote(name)
         try:
             check_path(path)
-        except ConfigError:
+        except (ConfigError, UnicodeError):  # bytes no path has, too
             raise NotFound(f"no path {path[:300]!r} to watch") from None
         if not path or is_listing(path):
             raise NotFound(f"{path!r} is a directory: only files are watched")

@@ -200,6 +200,22 @@ async def test_not_found_is_cached_for_the_negative_ttl(
     assert cache.statistics()["negative_hits"] == 1
 
 
+async def test_expired_404s_are_let_go(
+    make_cache: MakeCache, mock_clock: trio.testing.MockClock
+) -> None:
+    """Names a local user invents (a watch file of each) must not stay in the daemon."""
+    cache = make_cache("negative=2")
+    for index in range(50):
+        with pytest.raises(NotFound):
+            await cache.get(f"tags/instance/invented-{index}")
+    assert cache.absent("tags/instance/invented-0")
+    mock_clock.jump(2.5)
+    with pytest.raises(NotFound):
+        await cache.get("tags/instance/one-more")
+    assert not any(cache.absent(f"tags/instance/invented-{index}") for index in range(50))
+    assert cache.absent("tags/instance/one-more")
+
+
 async def test_every_concurrent_reader_of_a_missing_path_gets_not_found(
     emulator: Emulator, make_cache: MakeCache
 ) -> None:

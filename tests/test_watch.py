@@ -7,6 +7,7 @@ threads blocked in the kernel's poll().
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import subprocess
@@ -17,10 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
+from imdsfs import MetadataCache, TtlPolicy
+from imdsfs._watch import MAX_WATCHED, Watches
 from imdsfs.emulator import Emulator, GceEmulator
 
-from .conftest import MakeEmulator, Mounted
+from .conftest import MakeClient, MakeEmulator, Mounted
 
 ROLE = "iam/security-credentials/imdsfs-demo-role"
 SPOT = "spot/instance-action"
@@ -198,6 +203,80 @@ def test_unpolled_files_are_not_refreshed(
     assert emulator.counters.count(path="/latest/meta-data/instance-type") == 0
 
 
+def test_a_page_cached_file_tells_a_change_once_and_a_new_open_reads_it(
+    make_mount: Callable[..., Mounted], gce_emulator: GceEmulator
+) -> None:
+    """A value kept for hours (GCE's hostname) is read through the page cache, which answers
+    this descriptor's reads without the daemon: the change is told once (not again at every
+    poll, a busy loop of FUSE_POLLs), and a new open reads it."""
+    mounted = make_mount(gce_emulator, "--provider", "gce")
+    path = mounted.path / "instance" / "hostname"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        read_from_start(fd)
+        gce_emulator.set("instance/hostname", "a-longer-host-name-than-before.internal")
+        events, _ = poll_for_change(fd, 10.0)
+        assert events
+        assert events[0][1] & select.POLLPRI
+        read_from_start(fd)
+        again, _ = poll_for_change(fd, 0.5)
+        assert not again, "told again for the same change"
+        assert path.read_bytes() == b"a-longer-host-name-than-before.internal"
+    finally:
+        os.close(fd)
+
+
+def test_watched_paths_are_capped_and_past_the_cap_a_watch_file_is_enospc(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator)
+    watch = mounted.path / ".imdsfs" / "watch"
+    fds = [os.open(watch / f"tags%2Finstance%2Fx{i}", os.O_RDONLY) for i in range(MAX_WATCHED)]
+    try:
+        with pytest.raises(OSError) as raised:
+            os.open(watch / "tags%2Finstance%2Fone-more", os.O_RDONLY)
+        assert raised.value.errno == errno.ENOSPC
+        os.close(os.open(watch / "tags%2Finstance%2Fx0", os.O_RDONLY))  # watched already: fine
+    finally:
+        for fd in fds:
+            os.close(fd)
+    os.close(os.open(watch / "tags%2Finstance%2Fone-more", os.O_RDONLY))  # room again
+
+
+def test_a_watch_file_name_no_path_has_is_enoent_and_logs_nothing(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    mounted = make_mount(emulator)
+    for _ in range(20):
+        with pytest.raises(FileNotFoundError):
+            os.stat(os.fsencode(mounted.path / ".imdsfs" / "watch") + b"/\xff")
+    assert "Traceback" not in mounted.log()
+
+
+async def test_a_paths_refresh_task_ends_with_its_last_waiter(
+    emulator: Emulator, make_client: MakeClient
+) -> None:
+    """Not a TTL later: placement's is six hours, and a task per name a user invents and
+    drops would pile up that long."""
+    client = make_client(emulator)
+    cache = MetadataCache(client, TtlPolicy(builtin=client.provider.ttl_rules))
+    watches = Watches(cache, refreshed=lambda path: None)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watches.run)
+        await trio.testing.wait_all_tasks_blocked()
+        paths = [f"placement/invented-{index}" for index in range(100)]
+        for path in paths:
+            assert watches.add(path)
+        watches.add(paths[0])  # a second waiter: its path stays
+        await trio.testing.wait_all_tasks_blocked()
+        assert watches.refreshing() == 100
+        for path in paths:
+            watches.discard(path)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (watches.refreshing(), watches.paths()) == (1, [paths[0]])
+        nursery.cancel_scope.cancel()
+
+
 # -- imdsfs wait --------------------------------------------------------------------------------
 
 
@@ -248,6 +327,49 @@ def test_wait_times_out_with_status_1_on_time(
     took = time.monotonic() - started
     assert (waiter.returncode, stdout) == (1, b"")
     assert 1.5 <= took < 4.0  # on time: the interpreter's start is the rest
+
+
+def test_wait_keeps_waiting_while_the_service_fails_and_returns_once_it_answers(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    """An IMDS blip as a spot watcher starts (at boot, say) must not end its wait."""
+    mounted = make_mount(emulator)
+    emulator.faults.error_rate = 1.0
+    waiter = imdsfs_wait(str(mounted.path / SPOT), "--timeout", "30")
+    time.sleep(3.0)
+    assert waiter.poll() is None, waiter.communicate()
+    emulator.faults.error_rate = 0.0
+    emulator.schedule_spot_interruption(after=0.0)
+    stdout, stderr = waiter.communicate(timeout=20)
+    assert waiter.returncode == 0, stderr
+    assert stdout == emulator.get_bytes(f"meta-data/{SPOT}")
+    assert b"still waiting" in stderr
+
+
+def test_wait_exits_2_when_the_mount_goes_away(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    """Not 1 ("timed out"): a script must not take a vanished mount for "no event"."""
+    mounted = make_mount(emulator)
+    waiter = imdsfs_wait(str(mounted.path / SPOT), "--timeout", "30")
+    wait_until_waiting([waiter])
+    subprocess.run(["fusermount3", "-u", "-z", str(mounted.path)], check=True)
+    _, stderr = waiter.communicate(timeout=10)
+    assert waiter.returncode == 2, stderr
+    assert b"Traceback" not in stderr
+
+
+def test_wait_refuses_a_directory_that_only_looks_like_a_mount(tmp_path: Path) -> None:
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(tmp_path)], check=True)
+    try:
+        (tmp_path / ".imdsfs" / "watch").mkdir(parents=True)
+        (tmp_path / ".imdsfs" / "watch" / "spot%2Finstance-action").write_text("FORGED")
+        waiter = imdsfs_wait(str(tmp_path / SPOT), "--timeout", "5")
+        stdout, stderr = waiter.communicate(timeout=10)
+    finally:
+        subprocess.run(["umount", str(tmp_path)], check=True)
+    assert (waiter.returncode, stdout) == (2, b"")
+    assert b"is not in an imdsfs mount" in stderr
 
 
 @pytest.mark.parametrize(
