@@ -50,6 +50,7 @@ azure)
     run cat instance/compute/location; echo
     run ls -l instance/network/interface/0/ipv4/ipAddress/0
     run cat scheduledevents; echo
+    ;;
 openstack)
     run cat instance-id; echo
     run cat placement/availability-zone; echo
