@@ -376,6 +376,8 @@ class MetadataCache:
         )
         if previous is not None:
             return
+        if len(self._failures) > MAX_NODES:  # names invented by a local user, in an outage
+            del self._failures[next(iter(self._failures))]
         if not background:
             self._warn(path, error)
         elif self._summarise(path, error):

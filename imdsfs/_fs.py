@@ -25,6 +25,7 @@ watch files of ``.imdsfs/watch/`` do the same for paths that need not exist.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import itertools
@@ -162,7 +163,8 @@ class ImdsOperations(pyfuse3.Operations):
                 continue
             opened.changed = True
             if opened.handle is not None:
-                opened.handle.notify()
+                with contextlib.suppress(OSError):  # the session is ending (ENODEV)
+                    opened.handle.notify()
                 opened.handle = None
 
     def _outdated(self, opened: _OpenFile, unknown: bool = False) -> bool:
@@ -297,6 +299,8 @@ class ImdsOperations(pyfuse3.Operations):
         """A watch file serves its path's value (ENODATA while there is none), and is
         watched from open to release, polled or not."""
         opened = _OpenFile(watch_file.path, None, watch_file=watch_file)
+        if self._unknown(opened.path) and not self._watch_files.may_ask(trio.current_time()):
+            raise pyfuse3.FUSEError(errno.EAGAIN)  # new names too fast: try again shortly
         if not self.watches.add(opened.path):
             raise pyfuse3.FUSEError(errno.ENOSPC)  # as inotify says past max_user_watches
         try:
@@ -321,7 +325,9 @@ class ImdsOperations(pyfuse3.Operations):
         return opened.body[off : off + size]
 
     async def _take_value(self, opened: _OpenFile) -> None:
-        """The path's current value into *opened*; a file gone keeps its last bytes."""
+        """The path's current value into *opened*; a file gone keeps its last bytes. The
+        change counts as taken even if asking fails: the next refresh that finds a value
+        wakes the poller again (keeping POLLPRI would spin it on EIO meanwhile)."""
         opened.changed = False
         try:
             opened.body = (await self.tree.cache.get(opened.path)).body

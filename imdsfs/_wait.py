@@ -22,14 +22,17 @@ from ._paths import CONTROL_NAME, FS_TYPE, WATCH_NAME, mount_table_path, watch_n
 __all__ = ["wait"]
 
 _CHUNK = 1 << 20
+_RETRY = 0.2  # seconds between opens the mount refused for now
 
 
 def wait(path: str, *, timeout: float | None = None, changed: bool = False) -> int:
     """Wait for *path* to exist (or, *changed*, to take a value other than its first), then
     write the value to stdout: exit status 0; 1 when *timeout* seconds pass first."""
-    fd = _open_watch_file(path)
+    deadline = math.inf if timeout is None else time.monotonic() + timeout
+    fd = _open_watch_file(path, deadline)
+    if fd is None:
+        return 1
     try:
-        deadline = math.inf if timeout is None else time.monotonic() + timeout
         first = _value(fd, path)
         # Readable means "has a value"; POLLPRI means "changed". Waiting for a change, a
         # value that is there already must not count.
@@ -50,18 +53,25 @@ def wait(path: str, *, timeout: float | None = None, changed: bool = False) -> i
             os.close(fd)
 
 
-def _open_watch_file(path: str) -> int:
+def _open_watch_file(path: str, deadline: float) -> int | None:
+    """The descriptor of *path*'s watch file; None if *deadline* passed while the mount said
+    "not now" (EAGAIN: others opened watch files of new paths too fast)."""
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory: name a file")
     root = _mount_root(path)
     relative = os.path.relpath(os.path.realpath(path), root)
     watch = os.path.join(root, CONTROL_NAME, WATCH_NAME, watch_name(relative))
-    try:
-        return os.open(watch, os.O_RDONLY)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise UsageError(f"{path}: not a file path imdsfs can watch") from None
-        raise UsageError(f"{path}: {exc.strerror}") from None
+    while True:
+        try:
+            return os.open(watch, os.O_RDONLY)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise UsageError(f"{path}: not a file path imdsfs can watch") from None
+            if exc.errno != errno.EAGAIN:
+                raise UsageError(f"{path}: {exc.strerror}") from None
+        if time.monotonic() + _RETRY > deadline:
+            return None
+        time.sleep(_RETRY)
 
 
 def _mount_root(path: str) -> str:

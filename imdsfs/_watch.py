@@ -34,10 +34,14 @@ log = logging.getLogger(__name__)
 # However short a path's TTL, a watch asks no more often than this.
 MIN_INTERVAL = 0.5
 # At most this many paths are refreshed for their waiters (each costs a request per TTL:
-# 256 paths of 5 s are 51 requests a second, far below what IMDS allows). Real watchers
-# wait on a handful; a local user opening thousands of watch files must not turn the mount
-# into a flood of requests that throttles every process on the instance.
-MAX_WATCHED = 256
+# 64 paths of 5 s are 13 requests a second, a hundredth of EC2's limit; a provider's own
+# limit, Azure's 5 a second, is kept by the transport). Real watchers wait on a handful; a
+# local user opening thousands of watch files must not turn the mount into a flood of
+# requests that throttles every process on the instance.
+MAX_WATCHED = 64
+# And at most this many watch files a second may be opened for a path whose value must be
+# asked for (opening and closing new names would otherwise cost a request each).
+MAX_NEW_PER_SECOND = 10
 
 
 class Watches:
@@ -84,6 +88,7 @@ class Watches:
         return 0 if self._nursery is None else len(self._nursery.child_tasks)
 
     def paths(self) -> list[str]:
+        """The watched paths, sorted."""
         return sorted(self._waiting)
 
     async def run(self) -> None:
@@ -107,12 +112,18 @@ class Watches:
                 await trio.sleep(max(self._cache.ttl(path), MIN_INTERVAL))
                 if not self._cache.pushed(path):
                     await self._cache.refresh(path)
-                    self._refreshed(path)
+                    self._tell(path)
 
     async def _read(self, path: str) -> None:
         with contextlib.suppress(ImdsError):
             await self._cache.get(path, background=True)
-        self._refreshed(path)
+        self._tell(path)
+
+    def _tell(self, path: str) -> None:
+        try:
+            self._refreshed(path)
+        except Exception:  # a waker's bug must not end the mount
+            log.exception("waking the waiters of %s failed", path)
 
     def _changed(self, path: str) -> None:
         """A watched path that appeared or vanished changes its parents' listings too: they
@@ -144,6 +155,17 @@ class WatchFiles:
         self.watch_inode = watch_inode
         self._by_inode: dict[int, WatchFile] = {}
         self._by_path: dict[str, WatchFile] = {}
+        self._asked: collections.deque[float] = collections.deque()  # opens that asked
+
+    def may_ask(self, now: float) -> bool:
+        """Whether a watch file may be opened now for a path that must be asked for: no
+        more than `MAX_NEW_PER_SECOND` in any second."""
+        while self._asked and self._asked[0] <= now - 1.0:
+            self._asked.popleft()
+        if len(self._asked) >= MAX_NEW_PER_SECOND:
+            return False
+        self._asked.append(now)
+        return True
 
     def lookup(self, name: str, new_inode: Callable[[], int]) -> WatchFile:
         """The watch file called *name*; NotFound if it names no path a file could have."""

@@ -22,7 +22,7 @@ import trio
 import trio.testing
 
 from imdsfs import MetadataCache, TtlPolicy
-from imdsfs._watch import MAX_WATCHED, Watches
+from imdsfs._watch import MAX_NEW_PER_SECOND, MAX_WATCHED, Watches
 from imdsfs.emulator import Emulator, GceEmulator
 
 from .conftest import MakeClient, MakeEmulator, Mounted
@@ -231,7 +231,7 @@ def test_watched_paths_are_capped_and_past_the_cap_a_watch_file_is_enospc(
 ) -> None:
     mounted = make_mount(emulator)
     watch = mounted.path / ".imdsfs" / "watch"
-    fds = [os.open(watch / f"tags%2Finstance%2Fx{i}", os.O_RDONLY) for i in range(MAX_WATCHED)]
+    fds = [open_when_allowed(watch / f"tags%2Finstance%2Fx{i}") for i in range(MAX_WATCHED)]
     try:
         with pytest.raises(OSError) as raised:
             os.open(watch / "tags%2Finstance%2Fone-more", os.O_RDONLY)
@@ -240,7 +240,37 @@ def test_watched_paths_are_capped_and_past_the_cap_a_watch_file_is_enospc(
     finally:
         for fd in fds:
             os.close(fd)
-    os.close(os.open(watch / "tags%2Finstance%2Fone-more", os.O_RDONLY))  # room again
+    os.close(open_when_allowed(watch / "tags%2Finstance%2Fone-more"))  # room again
+
+
+def open_when_allowed(path: Path) -> int:
+    """Open a watch file, waiting out the mount's EAGAIN (new paths opened too fast)."""
+    while True:
+        try:
+            return os.open(path, os.O_RDONLY)
+        except BlockingIOError:
+            time.sleep(0.05)
+
+
+def test_new_watch_paths_are_asked_for_at_most_10_a_second(
+    make_mount: Callable[..., Mounted], emulator: Emulator
+) -> None:
+    """Opening and closing watch files of invented names cost a request each: a local user
+    must not drive the service's request rate that way."""
+    mounted = make_mount(emulator)
+    watch = mounted.path / ".imdsfs" / "watch"
+    emulator.counters.reset()
+    refused = 0
+    started = time.monotonic()
+    for index in range(40):
+        try:
+            os.close(os.open(watch / f"tags%2Finstance%2Finvented-{index}", os.O_RDONLY))
+        except BlockingIOError:
+            refused += 1
+    seconds = time.monotonic() - started
+    assert refused > 0
+    asked = emulator.counters.count(method="GET")
+    assert asked <= MAX_NEW_PER_SECOND * (int(seconds) + 1)
 
 
 def test_a_watch_file_name_no_path_has_is_enoent_and_logs_nothing(
@@ -264,12 +294,13 @@ async def test_a_paths_refresh_task_ends_with_its_last_waiter(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watches.run)
         await trio.testing.wait_all_tasks_blocked()
-        paths = [f"placement/invented-{index}" for index in range(100)]
+        paths = [f"placement/invented-{index}" for index in range(MAX_WATCHED)]
         for path in paths:
             assert watches.add(path)
         watches.add(paths[0])  # a second waiter: its path stays
         await trio.testing.wait_all_tasks_blocked()
-        assert watches.refreshing() == 100
+        assert watches.refreshing() == MAX_WATCHED
+        assert not watches.add("placement/one-more")  # the cap
         for path in paths:
             watches.discard(path)
         await trio.testing.wait_all_tasks_blocked()

@@ -192,7 +192,7 @@ def _azure(base: str) -> bool:
         return False
     try:
         answer = json.loads(reply.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past what json can walk, too
         return False
     if not isinstance(answer, dict):
         return False

@@ -260,3 +260,32 @@ def test_a_service_that_never_finishes_answering_is_given_up_on(
     # Read, four probes, at most the cap each; sent, what the sockets' buffers held besides
     # (without the cap: all FLOOD bytes).
     assert hostile.sent < 4 * PROBE_MAX_BODY + (4 << 20)
+
+
+class _NestedHandler(http.server.BaseHTTPRequestHandler):
+    """400 with JSON nested past what json can walk, under the probes' 16 KiB cap."""
+
+    def do_GET(self) -> None:
+        body = b"[" * 15_000
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_PUT = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_an_answer_nested_past_what_json_walks_is_no_cloud(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NestedHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        name, _why = detect(ClientConfig(endpoint=url), dmi(tmp_path), PROVIDERS)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert name == "ec2"
