@@ -194,8 +194,9 @@ class MetadataCache:
         return path in self._negative
 
     def pushed(self, path: str) -> bool:
-        """Whether the service's change feed, running now, reports changes of *path*."""
-        return self._feed is not None and self._feed.covers(path)
+        """Whether the service's change feed, answering now, reports changes of *path*."""
+        feed = self._feed
+        return feed is not None and feed.following and feed.covers(path)
 
     def invalidate(self, path: str | None = None) -> None:
         """Make ``path`` (or every path) stale, so the next ``get`` asks IMDS again.

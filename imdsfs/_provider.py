@@ -99,6 +99,10 @@ class ChangeFeed(abc.ABC):
     """A service's own way to say what changed (GCE's ``wait_for_change`` long-poll), so the
     cache hears of a change when it happens instead of when a TTL runs out."""
 
+    # Whether the service answers the feed now. While it does not, nothing reports changes:
+    # a watched path is then asked for per TTL, as without a feed.
+    following: bool = True
+
     @abc.abstractmethod
     def changes(self) -> AsyncIterator[set[str]]:
         """Sets of mount paths whose values (or listings) changed, as they happen; forever.

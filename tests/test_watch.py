@@ -135,6 +135,33 @@ def test_gce_change_feed_wakes_a_poller_at_once_whatever_the_ttl(
         os.close(fd)
 
 
+def test_while_gces_change_feed_fails_a_watched_path_is_asked_for_per_ttl(
+    make_mount: Callable[..., Mounted], gce_emulator: GceEmulator
+) -> None:
+    """A feed that does not answer reports nothing: the poller must not wait for it."""
+    gce_emulator.set("instance/attributes/flag", "off")
+    mounted = make_mount(gce_emulator, "--provider", "gce", "--ttl", "instance/**=1")
+    fd = os.open(mounted.path / "instance" / "attributes" / "flag", os.O_RDONLY)
+    try:
+        assert read_from_start(fd) == b"off"
+        result: list[tuple[list[tuple[int, int]], float]] = []
+        poller = threading.Thread(target=lambda: result.append(poll_for_change(fd, 15.0)))
+        poller.start()  # polling from before the feed fails
+        time.sleep(0.5)  # the feed's first answer is in; its long-poll waits
+        gce_emulator.faults.fail_next(1_000_000, status=503, path="/computeMetadata/v1/")
+        gce_emulator.set("instance/attributes/noise", "x")  # ends the long-poll; the next fails
+        time.sleep(0.5)
+        gce_emulator.set("instance/attributes/flag", "on, and longer")
+        changed_at = time.monotonic()
+        poller.join()
+        (events, _), woken_after = result[0], time.monotonic() - changed_at
+        assert events, "not woken: the failing feed was trusted"
+        assert woken_after <= 1 + 1 + 0.5  # the TTL, and a second
+        assert read_from_start(fd) == b"on, and longer"
+    finally:
+        os.close(fd)
+
+
 def test_a_spot_notice_wakes_a_poller_of_the_spot_listing_parent_within_its_ttl(
     make_mount: Callable[..., Mounted], emulator: Emulator
 ) -> None:

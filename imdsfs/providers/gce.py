@@ -146,6 +146,7 @@ class _GceChangeFeed(ChangeFeed):
         self._url = url
         self._transport = transport
         self._authenticator = authenticator
+        self.following = False  # until its first answer
 
     def covers(self, path: str) -> bool:
         """Tokens are minted per request: the recursive answer never holds them."""
@@ -155,6 +156,7 @@ class _GceChangeFeed(ChangeFeed):
         etag, previous, failures = "NONE", None, 0
         while True:
             answer = await self._answer(etag)
+            self.following = answer is not None
             if answer is None:
                 failures += 1
                 await trio.sleep(min(_FEED_BACKOFF_MAX, _FEED_BACKOFF * 2.0 ** min(failures, 8)))
