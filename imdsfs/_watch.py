@@ -123,7 +123,8 @@ class Watches:
         try:
             self._refreshed(path)
         except Exception:  # a waker's bug must not end the mount
-            log.exception("waking the waiters of %s failed", path)
+            shown = self._cache.provider.secrets.loggable(path)  # a secret's name stays out
+            log.exception("waking the waiters of %s failed", shown)
 
     def _changed(self, path: str) -> None:
         """A watched path that appeared or vanished changes its parents' listings too: they
