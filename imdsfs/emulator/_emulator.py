@@ -8,23 +8,21 @@ Every setter is safe to call while requests are in flight and takes effect on th
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import get_args
 
 from .._document import InstanceDocument
 from ._defaults import default_document
 from ._instance import EVENT_CODES, SPOT_ACTIONS, LiveInstance
 from ._protocol import ImdsService, Response, TokenMode
-from ._server import ImdsHttpServer
+from ._served import ServedEmulator
 from ._state import Counters, Faults, TokenStore
 
 __all__ = ["Emulator"]
 
 
-class Emulator:
+class Emulator(ServedEmulator):
     """A faithful local IMDS over real HTTP, serving one instance document.
 
     ``with Emulator() as emu:`` (or ``async with``) starts it on a free port of 127.0.0.1;
@@ -45,128 +43,56 @@ class Emulator:
         seed: int | None = None,
     ) -> None:
         _check_token_mode(tokens)
-        self.host = host
-        self.port = port
-        self.counters = Counters()
+        counters = Counters()
         self._clock = clock
-        self._rng = random.Random(seed)
+        rng = random.Random(seed)
         # The document's generator is derived from the seed too, but kept apart so that
         # credential rotation does not shift the fault sequence.
-        document_rng = random.Random(self._rng.getrandbits(64))
+        document_rng = random.Random(rng.getrandbits(64))
         base = document.copy() if document is not None else default_document()
         self._instance = LiveInstance(base, clock, document_rng)
         self._tokens = TokenStore(clock)
-        self._service = ImdsService(
-            self._instance, self._tokens, self.counters, token_mode=tokens, enabled=enabled
+        self._imds = ImdsService(
+            self._instance, self._tokens, counters, token_mode=tokens, enabled=enabled
         )
-        self._faults = faults if faults is not None else Faults()
-        self._server: ImdsHttpServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._server is not None:
-            raise RuntimeError("the emulator is already running")
-        server = ImdsHttpServer((self.host, self.port), self._service, self._faults, self._rng)
-        self.port = server.server_port
-        self._server = server
-        # A short poll interval keeps stop() fast: shutdown() waits for the loop to notice.
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"imds-emulator:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving. Idempotent; stalled and held requests are dropped at once."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.stopping.set()  # wakes every waiting handler, which then closes its socket
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def __enter__(self) -> Emulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Emulator:
-        # start() only binds a socket and starts a thread: quick enough to call inline.
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().__init__(self._imds, counters, host=host, port=port, faults=faults, rng=rng)
 
     # -- live settings --------------------------------------------------------------------
 
     @property
     def tokens(self) -> TokenMode:
-        return self._service.token_mode
+        return self._imds.token_mode
 
     @tokens.setter
     def tokens(self, mode: TokenMode) -> None:
         _check_token_mode(mode)
-        self._service.token_mode = mode
+        self._imds.token_mode = mode
 
     @property
     def enabled(self) -> bool:
-        return self._service.enabled
+        return self._imds.enabled
 
     @enabled.setter
     def enabled(self, value: bool) -> None:
-        self._service.enabled = value
+        self._imds.enabled = value
 
     @property
     def hop_limit_exceeded(self) -> bool:
         """When True, token PUTs get no response at all, as when the hop limit is too low."""
-        return self._service.hop_limit_exceeded
+        return self._imds.hop_limit_exceeded
 
     @hop_limit_exceeded.setter
     def hop_limit_exceeded(self, value: bool) -> None:
-        self._service.hop_limit_exceeded = value
+        self._imds.hop_limit_exceeded = value
 
     @property
     def token_ttl_header(self) -> bool:
         """When False, token PUTs are answered without the granted-TTL header (broken IMDS)."""
-        return self._service.token_ttl_header
+        return self._imds.token_ttl_header
 
     @token_ttl_header.setter
     def token_ttl_header(self, value: bool) -> None:
-        self._service.token_ttl_header = value
-
-    @property
-    def faults(self) -> Faults:
-        return self._faults
-
-    @faults.setter
-    def faults(self, faults: Faults) -> None:
-        self._faults = faults
-        if self._server is not None:
-            self._server.faults = faults
+        self._imds.token_ttl_header = value
 
     @property
     def rotate_credentials_every(self) -> float | None:
@@ -224,7 +150,7 @@ class Emulator:
         """
         if trickle < 0:
             raise ValueError("trickle must be >= 0 seconds")
-        self._service.overrides[f"/latest/{path}"] = Response(
+        self._imds.overrides[f"/latest/{path}"] = Response(
             status,
             body,
             content_type,
@@ -236,9 +162,9 @@ class Emulator:
     def clear_raw(self, path: str | None = None) -> None:
         """Drop the ``set_raw`` answer for ``path`` (KeyError if none), or every one."""
         if path is None:
-            self._service.overrides.clear()
+            self._imds.overrides.clear()
         else:
-            del self._service.overrides[f"/latest/{path}"]
+            del self._imds.overrides[f"/latest/{path}"]
 
     def issued_tokens(self) -> list[str]:
         """Every token value issued so far: what a test looks for in logs that must not

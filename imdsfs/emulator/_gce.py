@@ -1,23 +1,22 @@
 """``GceEmulator``: the public handle for a local, faithful GCE metadata server.
 
-The same shape as ``Emulator`` (EC2): it owns the document, counters, faults and the HTTP
-server (``_server.py``, shared), runs the server on a background thread, and every setter is
-safe while requests are in flight. Metadata lives under ``url + "/computeMetadata/v1/"``.
+The same shape as ``Emulator`` (EC2): it owns the document, and its lifecycle (counters,
+faults, the HTTP server on a background thread) is every emulator's (``ServedEmulator``);
+every setter is safe while requests are in flight. Metadata lives under
+``url + "/computeMetadata/v1/"``.
 """
 
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from importlib import resources
-from types import TracebackType
 
 from ._gce_document import GceDocument
 from ._gce_live import MAINTENANCE_EVENTS, LiveGce
 from ._gce_protocol import GceService, default_form
-from ._server import ImdsHttpServer
+from ._served import ServedEmulator
 from ._state import Counters, Faults
 
 __all__ = ["GceEmulator", "default_gce_document"]
@@ -29,7 +28,7 @@ def default_gce_document() -> GceDocument:
     return GceDocument.from_json(text, source="gce-instance.json")
 
 
-class GceEmulator:
+class GceEmulator(ServedEmulator):
     """A GCE metadata server over real HTTP, serving one instance.
 
     ``with GceEmulator() as emu:`` (or ``async with``) starts it on a free port of 127.0.0.1.
@@ -47,10 +46,8 @@ class GceEmulator:
         faults: Faults | None = None,
         seed: int | None = None,
     ) -> None:
-        self.host = host
-        self.port = port
-        self.counters = Counters()
-        self._rng = random.Random(seed)
+        counters = Counters()
+        rng = random.Random(seed)
         if document is None:
             tree = default_gce_document()
         elif isinstance(document, GceDocument):
@@ -58,85 +55,20 @@ class GceEmulator:
         else:
             tree = GceDocument.from_dict(document)
         # Tokens draw from a generator of their own, so minting does not shift the faults.
-        self._live = LiveGce(tree, clock, random.Random(self._rng.getrandbits(64)), self.counters)
-        self._service = GceService(self._live, self.counters, default_host=host)
-        self._faults = faults if faults is not None else Faults()
-        self._server: ImdsHttpServer | None = None
-        self._thread: threading.Thread | None = None
+        self._live = LiveGce(tree, clock, random.Random(rng.getrandbits(64)), counters)
+        service = GceService(self._live, counters, default_host=host)
+        super().__init__(service, counters, host=host, port=port, faults=faults, rng=rng)
+        self._gce = service
 
-    # -- lifecycle ------------------------------------------------------------------------
+    # -- lifecycle (ServedEmulator's, with two hooks) ----------------------------------------
 
-    def start(self) -> None:
-        if self._server is not None:
-            raise RuntimeError("the emulator is already running")
-        server = ImdsHttpServer((self.host, self.port), self._service, self._faults, self._rng)
-        self.port = server.server_port
-        self._service.default_host = self._netloc()
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"gce-emulator:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+    def _serving(self) -> None:
+        self._gce.default_host = self.netloc  # the Host its redirects name
 
-    def stop(self) -> None:
-        """Stop serving. Idempotent; stalled requests and long-polls are dropped at once."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.stopping.set()
+    def _stopping(self) -> None:
         self._live.wake_all()  # long-polls see `stopping` now, not at their next poll
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    @property
-    def url(self) -> str:
-        """The server root (``http://127.0.0.1:PORT``); metadata is under /computeMetadata/v1/."""
-        return f"http://{self._netloc()}"
-
-    def _netloc(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    def __enter__(self) -> GceEmulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> GceEmulator:
-        return self.__enter__()  # start() binds a socket and starts a thread: quick
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- live settings --------------------------------------------------------------------
-
-    @property
-    def faults(self) -> Faults:
-        return self._faults
-
-    @faults.setter
-    def faults(self, faults: Faults) -> None:
-        self._faults = faults
-        if self._server is not None:
-            self._server.faults = faults
 
     @property
     def rotate_tokens_every(self) -> float | None:

@@ -1,8 +1,8 @@
-"""The lifecycle every non-EC2 emulator shares: one service, one HTTP server thread.
+"""The lifecycle every emulator shares: one service, one HTTP server thread.
 
-``Emulator`` (EC2) keeps its own copy of this, older than the other clouds; the Azure and
-OpenStack handles inherit it, so ``start``/``stop``, ``with``/``async with``, ``url``,
-``counters`` and a settable ``faults`` behave the same on every cloud.
+Every cloud's handle (EC2, GCE, Azure, OpenStack) inherits it, so ``start``/``stop``,
+``with``/``async with``, ``url``, ``counters`` and a settable ``faults`` behave the same on
+every cloud.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class ServedEmulator:
         server = ImdsHttpServer((self.host, self.port), self._service, self._faults, self._rng)
         self.port = server.server_port
         self._server = server
+        self._serving()
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},  # keeps stop() fast
@@ -60,18 +61,30 @@ class ServedEmulator:
         server, self._server = self._server, None
         if server is None:
             return
-        server.stopping.set()
+        server.stopping.set()  # wakes every waiting handler, which then closes its socket
+        self._stopping()
         server.shutdown()
         server.server_close()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
 
+    def _serving(self) -> None:
+        """The server is bound (``port`` is known) and about to serve: a subclass's hook."""
+
+    def _stopping(self) -> None:
+        """The server is stopping: a subclass's hook to wake what waits on its own terms."""
+
     @property
     def url(self) -> str:
         """The server root, ``http://127.0.0.1:PORT``, without a trailing slash."""
+        return f"http://{self.netloc}"
+
+    @property
+    def netloc(self) -> str:
+        """``127.0.0.1:PORT`` (an IPv6 host in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{host}:{self.port}"
 
     @property
     def faults(self) -> Faults:
