@@ -34,6 +34,7 @@ __all__ = [
     "decode_leaf",
     "encode_leaf",
     "load_document",
+    "read_document_file",
 ]
 
 Node: TypeAlias = "bytes | dict[str, Node]"
@@ -234,13 +235,19 @@ class InstanceDocument:
 
 def load_document(path: str | os.PathLike[str]) -> InstanceDocument:
     """Read and validate an instance document file; DocumentError on any problem."""
+    name, text = read_document_file(path)
+    return InstanceDocument.from_json(text, source=name)
+
+
+def read_document_file(path: str | os.PathLike[str]) -> tuple[str, bytes]:
+    """A document file's name (for messages) and bytes; DocumentError if it cannot be read.
+    Every cloud's document loader reads its file this way."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as file:
-            text = file.read()
+            return name, file.read()
     except OSError as error:
         raise DocumentError(f"{name}: cannot read: {error.strerror}") from None
-    return InstanceDocument.from_json(text, source=name)
 
 
 # -- tree helpers ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from importlib import resources
 from typing import TypeAlias
 
 from .._azure_tree import leaf_text
+from .._document import read_document_file
 from .._errors import DocumentError
 
 __all__ = [
@@ -142,12 +143,7 @@ def default_azure_document() -> dict[str, Json]:
 
 def load_azure_document(path: str | os.PathLike[str]) -> dict[str, Json]:
     """Read and check an instance document file; DocumentError naming the problem."""
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as file:
-            text = file.read()
-    except OSError as error:
-        raise DocumentError(f"{name}: cannot read: {error.strerror}") from None
+    name, text = read_document_file(path)
     return parse_azure_document(text, name)
 
 

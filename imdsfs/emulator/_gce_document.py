@@ -31,6 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from .._document import read_document_file
 from .._errors import DocumentError
 from .._gce_tree import (
     ACCOUNT_ENDPOINTS,
@@ -231,12 +232,7 @@ class GceDocument:
 
 def load_gce_document(path: str | os.PathLike[str]) -> GceDocument:
     """Read and validate a GCE document file (the recursive JSON form)."""
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as file:
-            text = file.read()
-    except OSError as error:
-        raise DocumentError(f"{name}: cannot read: {error.strerror}") from None
+    name, text = read_document_file(path)
     return GceDocument.from_json(text, source=name)
 
 
