@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from imdsfs import ClientConfig, ImdsClient
 from imdsfs.emulator import AzureEmulator, Emulator, GceEmulator, ManualClock
+from imdsfs.emulator._served import ServedEmulator
 from imdsfs.testing import MountNotReady, MountProcess
 
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -48,10 +49,18 @@ def emulator_clock() -> ManualClock:
 @pytest.fixture
 def make_emulator() -> Iterator[MakeEmulator]:
     """``make_emulator(**Emulator kwargs)`` starts an emulator; all are stopped afterwards."""
-    started: list[Emulator] = []
+    yield from _starting(Emulator)
 
-    def make(*args: Any, **kwargs: Any) -> Emulator:
-        emu = Emulator(*args, **kwargs)
+
+AnyEmulator = TypeVar("AnyEmulator", bound=ServedEmulator)
+
+
+def _starting(kind: type[AnyEmulator]) -> Iterator[Callable[..., AnyEmulator]]:
+    """A factory of started emulators of *kind*, each stopped once the test is done."""
+    started: list[AnyEmulator] = []
+
+    def make(*args: Any, **kwargs: Any) -> AnyEmulator:
+        emu = kind(*args, **kwargs)
         emu.start()
         started.append(emu)
         return emu
@@ -141,17 +150,7 @@ def gce_emulator() -> Iterator[GceEmulator]:
 @pytest.fixture
 def make_gce_emulator() -> Iterator[MakeGceEmulator]:
     """``make_gce_emulator(**GceEmulator kwargs)`` starts one; all are stopped afterwards."""
-    started: list[GceEmulator] = []
-
-    def make(*args: Any, **kwargs: Any) -> GceEmulator:
-        emu = GceEmulator(*args, **kwargs)
-        emu.start()
-        started.append(emu)
-        return emu
-
-    yield make
-    for emu in started:
-        emu.stop()
+    yield from _starting(GceEmulator)
 
 
 def gce_request(
