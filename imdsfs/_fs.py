@@ -299,10 +299,11 @@ class ImdsOperations(pyfuse3.Operations):
         """A watch file serves its path's value (ENODATA while there is none), and is
         watched from open to release, polled or not."""
         opened = _OpenFile(watch_file.path, None, watch_file=watch_file)
+        if self.watches.full(opened.path):  # first: it holds however long one waits
+            raise pyfuse3.FUSEError(errno.ENOSPC)  # as inotify says past max_user_watches
         if self._unknown(opened.path) and not self._watch_files.may_ask(trio.current_time()):
             raise pyfuse3.FUSEError(errno.EAGAIN)  # new names too fast: try again shortly
-        if not self.watches.add(opened.path):
-            raise pyfuse3.FUSEError(errno.ENOSPC)  # as inotify says past max_user_watches
+        self.watches.add(opened.path)
         try:
             await self._take_value(opened)
         except ImdsError:  # not answering now: the first read asks again, and says so

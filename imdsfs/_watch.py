@@ -60,11 +60,15 @@ class Watches:
     def add(self, path: str) -> bool:
         """One more process waits on *path*; False (and nothing kept) when `MAX_WATCHED`
         other paths are watched already."""
-        if path not in self._waiting and len(self._waiting) >= MAX_WATCHED:
+        if self.full(path):
             return False
         self._waiting[path] += 1
         self._start(path)
         return True
+
+    def full(self, path: str) -> bool:
+        """Whether *path* cannot be watched now: it is not, and `MAX_WATCHED` others are."""
+        return path not in self._waiting and len(self._waiting) >= MAX_WATCHED
 
     def discard(self, path: str) -> None:
         """One fewer; the last one gone ends the path's refreshing at once (a task asleep
