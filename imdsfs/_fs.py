@@ -301,7 +301,8 @@ class ImdsOperations(pyfuse3.Operations):
         opened = _OpenFile(watch_file.path, None, watch_file=watch_file)
         if self.watches.full(opened.path):  # first: it holds however long one waits
             raise pyfuse3.FUSEError(errno.ENOSPC)  # as inotify says past max_user_watches
-        if self._unknown(opened.path) and not self._watch_files.may_ask(trio.current_time()):
+        new = not self.watches.watched(opened.path) and self._unknown(opened.path)
+        if new and not self._watch_files.may_ask(trio.current_time()):
             raise pyfuse3.FUSEError(errno.EAGAIN)  # new names too fast: try again shortly
         self.watches.add(opened.path)
         try:

@@ -39,8 +39,9 @@ MIN_INTERVAL = 0.5
 # local user opening thousands of watch files must not turn the mount into a flood of
 # requests that throttles every process on the instance.
 MAX_WATCHED = 64
-# And at most this many watch files a second may be opened for a path whose value must be
-# asked for (opening and closing new names would otherwise cost a request each).
+# And at most this many watch files a second may be opened for a path not watched already
+# whose value must be asked for (opening and closing new names would otherwise cost a
+# request each; a watched path is one of the MAX_WATCHED, refreshed anyway).
 MAX_NEW_PER_SECOND = 10
 
 
@@ -66,9 +67,12 @@ class Watches:
         self._start(path)
         return True
 
+    def watched(self, path: str) -> bool:
+        return path in self._waiting
+
     def full(self, path: str) -> bool:
         """Whether *path* cannot be watched now: it is not, and `MAX_WATCHED` others are."""
-        return path not in self._waiting and len(self._waiting) >= MAX_WATCHED
+        return not self.watched(path) and len(self._waiting) >= MAX_WATCHED
 
     def discard(self, path: str) -> None:
         """One fewer; the last one gone ends the path's refreshing at once (a task asleep

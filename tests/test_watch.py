@@ -256,7 +256,9 @@ def test_a_page_cached_file_tells_a_change_once_and_a_new_open_reads_it(
 def test_watched_paths_are_capped_and_past_the_cap_a_watch_file_is_enospc(
     make_mount: Callable[..., Mounted], emulator: Emulator
 ) -> None:
-    mounted = make_mount(emulator)
+    # 404s forgotten at once, so reopening a watched path may ask again: the new-name rate
+    # must not refuse it (it is watched already). make test from a fresh clone met that.
+    mounted = make_mount(emulator, "--ttl", "negative=0.1")
     watch = mounted.path / ".imdsfs" / "watch"
     fds = [open_when_allowed(watch / f"tags%2Finstance%2Fx{i}") for i in range(MAX_WATCHED)]
     try:
